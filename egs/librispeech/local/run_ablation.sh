@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The margin / symmetry / method ablation: every row of conf/ trained with each seed, same
+# budget, then one table (mean and spread over seeds) and the score-distribution plot.
+#
+#   local/run_ablation.sh [--rows "simclr_ntxent ..."] [--seeds "1 2 3"] [--out ../../docs]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ./path.sh
+
+rows="simclr_ntxent simclr_ntxent_sym simclr_ntxent_am moco_ntxent moco_ntxent_am"
+seeds="1 2 3"
+out=../../docs
+nj=2
+
+. utils/parse_options.sh
+
+start=$(date +%s)
+./run.sh --stage 0 --stop-stage 1 --nj "$nj"
+for row in $rows; do
+  for seed in $seeds; do
+    ./run.sh --stage 2 --stop-stage 5 --nj "$nj" --config "conf/$row.yaml" --train-seed "$seed" \
+      --models final
+  done
+done
+elapsed=$(( $(date +%s) - start ))
+python local/summarize_ablation.py --rows $rows --seeds $seeds --elapsed "$elapsed" \
+  --table "$out/ablation_librispeech.md" --plot "$out/ablation_score_distributions.png"

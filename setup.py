@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sslsv",
+    version="0.1.0",
+    description="Kaldi-style recipes for self-supervised speaker verification "
+    "(SimCLR / MoCo with NT-Xent-AM)",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sslsv", "sslsv.*"]),
+    install_requires=[
+        # torchaudio's wheel loads only beside the torch build it was made for.
+        "torch==2.11.0",
+        "torchaudio==2.11.0",
+        "kaldiio>=2.18",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "soundfile>=0.12",
+        "pandas>=2.0",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        # espeak-ng library and voices, for the offline synthetic mini corpus.
+        "espeakng-loader==0.2.4",
+        # Image-source room simulation for the simulated RIR set (when there is no RIRS_NOISES).
+        "pyroomacoustics>=0.10",
+        # DET and score-histogram plots.
+        "matplotlib>=3.7",
+        # TensorBoard scalars written by the trainer.
+        "tensorboard>=2.14",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff>=0.6"]},
+)

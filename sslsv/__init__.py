@@ -1,0 +1,3 @@
+"""sslsv: Kaldi-style recipes for self-supervised speaker verification."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,230 @@
+"""Read embeddings from Kaldi ark/scp files, safely and each one once.
+
+kaldiio's own loaders run ``cmd |`` entries as shell commands and unpickle ``PKL`` entries;
+this module opens only plain files and parses only Kaldi float matrices and vectors (binary
+or text), using kaldiio's parsers for those.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from kaldiio.matio import read_ascii_mat, read_matrix_or_vector, read_token
+
+from sslsv.backend.transforms import class_sums
+from sslsv.fileio import DataError, read_dict
+
+__all__ = ["load_embeddings", "load_labelled_embeddings", "index_of", "speaker_means"]
+
+
+def _strip_rspecifier(path: str | os.PathLike) -> tuple[Path, bool]:
+    """``(file, is_ark)`` from ``x.scp``, ``x.ark``, ``scp:x`` or ``ark:x``."""
+    text = os.fspath(path)
+    for prefix, is_ark in (("scp:", False), ("ark:", True)):
+        if text.startswith(prefix):
+            return Path(text[len(prefix) :]), is_ark
+    return Path(text), text.endswith(".ark")
+
+
+_FAST_TYPES = {b"FV ": "<f4", b"DV ": "<f8", b"FM ": "<f4", b"DM ": "<f8"}
+
+
+def _read_object(fd: BinaryIO, where: str) -> np.ndarray:
+    """One Kaldi float matrix or vector at the current position of ``fd``; leaves ``fd``
+    just after it."""
+    start = fd.tell()
+    head = fd.read(15)
+    dtype = _FAST_TYPES.get(head[2:5]) if head[:2] == b"\0B" else None
+    if dtype is not None and head[5:6] == b"\4":
+        # Uncompressed binary vector or matrix (what extractors write): parse directly,
+        # much faster than kaldiio's byte-by-byte token reader.
+        n_rows = int.from_bytes(head[6:10], "little", signed=True)
+        shape: tuple[int, ...] = (n_rows,)
+        data_start = start + 10
+        if head[3:4] == b"M":
+            if head[10:11] != b"\4":
+                raise DataError(f"{where}: corrupt Kaldi matrix header")
+            shape = (n_rows, int.from_bytes(head[11:15], "little", signed=True))
+            data_start = start + 15
+        if min(shape) < 0:
+            raise DataError(f"{where}: corrupt Kaldi header (shape {shape})")
+        fd.seek(data_start)
+        count = int(np.prod(shape))
+        data = fd.read(count * np.dtype(dtype).itemsize)
+        if len(data) != count * np.dtype(dtype).itemsize:
+            raise DataError(f"{where}: truncated Kaldi object (file ends early)")
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    fd.seek(start)
+    if head[:2] == b"\0B" and head[2:3] != b"\4":
+        try:
+            array = read_matrix_or_vector(fd)  # compressed matrices
+        except (AssertionError, ValueError, TypeError, struct.error) as e:
+            raise DataError(f"{where}: not a Kaldi float matrix or vector ({e})") from None
+    elif head.lstrip()[:1] == b"[":
+        array = read_ascii_mat(fd)
+    else:
+        raise DataError(
+            f"{where}: unsupported object (only Kaldi float matrices/vectors are read; "
+            f"starts with {head[:5]!r})"
+        )
+    return np.asarray(array)
+
+
+def _as_vector(array: np.ndarray, where: str) -> np.ndarray:
+    # A 1 x D matrix is what some extractors write for one embedding.
+    if array.ndim == 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 1 or array.size == 0:
+        raise DataError(f"{where}: expected an embedding vector, got shape {array.shape}")
+    return array
+
+
+def _missing_error(path: Path, missing: Sequence[str]) -> DataError:
+    shown = " ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    return DataError(f"{path}: no embedding for {len(missing)} utterance(s): {shown}")
+
+
+def _stack(path: Path, ids: Sequence[str], vectors: dict[str, np.ndarray]) -> np.ndarray:
+    if not ids:
+        raise DataError(f"{path}: no embeddings to load")
+    dim = len(vectors[ids[0]])
+    out = np.empty((len(ids), dim), dtype=np.float32)
+    for row, utt in enumerate(ids):
+        vec = vectors[utt]
+        if len(vec) != dim:
+            raise DataError(
+                f"{path}: embedding of {utt!r} has dimension {len(vec)}, {ids[0]!r} has {dim}"
+            )
+        out[row] = vec
+    bad = np.flatnonzero(~np.isfinite(out).all(1))
+    if len(bad):
+        names = " ".join(ids[i] for i in bad[:5])
+        raise DataError(f"{path}: {len(bad)} embedding(s) with non-finite values: {names}")
+    return out
+
+
+def _load_from_scp(scp: Path, wanted: Sequence[str]) -> dict[str, np.ndarray]:
+    entries = read_dict(scp)
+    missing = [u for u in wanted if u not in entries]
+    if missing:
+        raise _missing_error(scp, missing)
+    locations = []
+    for utt in wanted:
+        value = entries[utt]
+        if value.endswith("|") or value.startswith("|") or "[" in value:
+            raise DataError(
+                f"{scp}: {utt!r} -> {value!r}: pipes and slices are not read; "
+                "expected 'ark_path:offset'"
+            )
+        ark, sep, offset = value.rpartition(":")
+        if not sep or not offset.isdigit():
+            ark, offset = value, "0"
+        ark_path = Path(ark)
+        if not ark_path.is_absolute() and not ark_path.exists():
+            # Paths in an scp are relative to the working directory in Kaldi; also accept
+            # paths relative to the scp itself so a moved experiment dir still reads.
+            beside = scp.parent / ark_path
+            ark_path = beside if beside.exists() else ark_path
+        locations.append((str(ark_path), int(offset), utt))
+    # Read each ark once, front to back.
+    locations.sort()
+    vectors: dict[str, np.ndarray] = {}
+    fd, current = None, None
+    try:
+        for ark, offset, utt in locations:
+            if ark != current:
+                if fd is not None:
+                    fd.close()
+                try:
+                    fd = open(ark, "rb")
+                except OSError as e:
+                    raise DataError(f"{scp}: {utt!r}: cannot open {ark}: {e}") from None
+                current = ark
+            fd.seek(offset)
+            where = f"{scp}: {utt!r} ({ark}:{offset})"
+            vectors[utt] = _as_vector(_read_object(fd, where), where)
+    finally:
+        if fd is not None:
+            fd.close()
+    return vectors
+
+
+def _load_from_ark(ark: Path, wanted: set[str] | None) -> tuple[list[str], dict]:
+    if not ark.is_file():
+        raise DataError(f"{ark}: file not found")
+    order: list[str] = []
+    seen: set[str] = set()
+    vectors: dict[str, np.ndarray] = {}
+    with open(ark, "rb") as fd:
+        while True:
+            utt = read_token(fd)
+            if utt is None:
+                break
+            where = f"{ark}: {utt!r}"
+            array = _read_object(fd, where)
+            if utt in seen:
+                raise DataError(f"{ark}: duplicate utterance {utt!r}")
+            seen.add(utt)
+            order.append(utt)
+            if wanted is None or utt in wanted:
+                vectors[utt] = _as_vector(array, where)
+    return order, vectors
+
+
+def load_embeddings(
+    path: str | os.PathLike, ids: Iterable[str] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """``(ids, matrix)``: embeddings from a Kaldi scp or ark as float32 rows.
+
+    ``path`` is ``x.scp``, ``x.ark``, ``scp:x`` or ``ark:x``. With ``ids``, only those are
+    read, once each, in the order given (first occurrence); an id without an embedding is an
+    error naming it. Without ``ids``, all are read in file order.
+    """
+    file, is_ark = _strip_rspecifier(path)
+    wanted = None if ids is None else list(dict.fromkeys(ids))
+    if is_ark:
+        order, vectors = _load_from_ark(file, None if wanted is None else set(wanted))
+        if wanted is None:
+            wanted = order
+        missing = [u for u in wanted if u not in vectors]
+        if missing:
+            raise _missing_error(file, missing)
+    else:
+        if wanted is None:
+            wanted = list(read_dict(file))
+        vectors = _load_from_scp(file, wanted)
+    return wanted, _stack(file, wanted, vectors)
+
+
+def load_labelled_embeddings(
+    path: str | os.PathLike, utt2spk: str | os.PathLike
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """``(ids, matrix, speakers)`` for the utterances of ``utt2spk``, in its order.
+
+    Every utterance of ``utt2spk`` must have an embedding (an error names those without).
+    """
+    labels = read_dict(utt2spk)
+    ids, matrix = load_embeddings(path, labels)
+    return ids, matrix, [labels[u] for u in ids]
+
+
+def speaker_means(x: np.ndarray, speakers: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """``(speaker_ids, means)``: the mean embedding of each speaker, speakers sorted."""
+    names, inverse = np.unique(np.asarray(speakers), return_inverse=True)
+    counts, sums = class_sums(x, inverse, len(names))
+    return [str(s) for s in names], (sums / counts[:, None]).astype(np.float32)
+
+
+def index_of(ids: Sequence[str], wanted: Sequence[str], source: str) -> np.ndarray:
+    """Row index in ``ids`` of each of ``wanted``; an unknown id is an error naming it."""
+    position = {u: i for i, u in enumerate(ids)}
+    try:
+        return np.fromiter((position[u] for u in wanted), dtype=np.int64, count=len(wanted))
+    except KeyError:
+        missing = list(dict.fromkeys(u for u in wanted if u not in position))
+        raise _missing_error(Path(source), missing) from None

@@ -1,0 +1,121 @@
+"""Compute EER, minDCF, actDCF and Cllr of a score file against a trial list.
+
+Prints one ``name: value`` line per metric (or one JSON object with ``--json``)::
+
+    EER: 7.8512%
+    minDCF(p=0.01): 0.5000
+    actDCF(p=0.01): 0.6173
+    Cllr: 0.9012
+    #target: 37611
+    #nontarget: 37611
+
+Definitions: see ``sslsv/metrics.py`` and ``docs/BACKEND.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sslsv.fileio import DataError, atomic_write
+from sslsv.metrics import (
+    compute_metrics,
+    det_curve,
+    plot_det,
+    plot_score_histograms,
+    scores_for_trials,
+)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m sslsv.bin.compute_metrics", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--trials", required=True, help="Kaldi trial list")
+    p.add_argument("--scores", required=True, help="'enroll test score' lines")
+    p.add_argument(
+        "--p-target", type=float, nargs="+", default=[0.01], help="target priors for DCF"
+    )
+    p.add_argument("--plot-dir", help="write det.png and score_hist.png here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--output", help="also write the printed result to this file")
+    args = p.parse_args(argv)
+    for prior in args.p_target:
+        if not 0 < prior < 1:
+            p.error(f"--p-target {prior} is not in (0, 1)")
+    return args
+
+
+def format_text(result: dict) -> str:
+    lines = [f"EER: {100 * result['eer']:.4f}%"]
+    lines += [f"minDCF(p={p:g}): {v:.4f}" for p, v in result["min_dcf"].items()]
+    lines += [f"actDCF(p={p:g}): {v:.4f}" for p, v in result["act_dcf"].items()]
+    lines += [
+        f"Cllr: {result['cllr']:.4f}",
+        f"#target: {result['n_target']}",
+        f"#nontarget: {result['n_nontarget']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _by_prior(values: dict) -> dict:
+    return {f"{p:g}": v for p, v in values.items()}
+
+
+def format_json(result: dict) -> str:
+    keyed = _by_prior
+    return (
+        json.dumps(
+            {
+                "eer_percent": 100 * result["eer"],
+                "eer_threshold": result["eer_threshold"],
+                "min_dcf": keyed(result["min_dcf"]),
+                "min_dcf_threshold": keyed(result["min_dcf_threshold"]),
+                "act_dcf": keyed(result["act_dcf"]),
+                "cllr": result["cllr"],
+                "n_target": result["n_target"],
+                "n_nontarget": result["n_nontarget"],
+            }
+        )
+        + "\n"
+    )
+
+
+def write_plots(scores: np.ndarray, labels: np.ndarray, result: dict, plot_dir: Path) -> None:
+    p_miss, p_fa, thresholds = det_curve(scores, labels)
+    points = []
+    for p, threshold in result["min_dcf_threshold"].items():
+        k = int(np.searchsorted(thresholds, threshold))
+        points.append((f"minDCF(p={p:g}) {result['min_dcf'][p]:.3f}", p_fa[k], p_miss[k]))
+    plot_det(p_miss, p_fa, plot_dir / "det.png", result["eer"], points)
+    plot_score_histograms(scores, labels, plot_dir / "score_hist.png")
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Run the CLI; returns the printed text."""
+    args = parse_args(argv)
+    scores, labels = scores_for_trials(args.trials, args.scores)
+    try:
+        result = compute_metrics(scores, labels, tuple(dict.fromkeys(args.p_target)))
+    except ValueError as e:
+        raise DataError(f"{args.trials}: {e}") from None
+    text = format_json(result) if args.json else format_text(result)
+    sys.stdout.write(text)
+    if args.output:
+        with atomic_write(args.output) as f:
+            f.write(text)
+    if args.plot_dir:
+        write_plots(scores, labels, result, Path(args.plot_dir))
+    return text
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: {e}")

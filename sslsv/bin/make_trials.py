@@ -1,0 +1,68 @@
+"""Generate a trial list for a data dir without an official one.
+
+Usage:
+  python -m sslsv.bin.make_trials DATA_DIR --num-per-utt K --target-fraction F --seed S
+      [--output FILE]
+
+Targets pair utterances of one speaker from different sessions (utt2session, when present);
+non-targets pair different speakers; no pair twice. Writes DATA_DIR/trials by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from sslsv.data.datadir import validate_data_dir, write_trials
+from sslsv.data.trials import make_trials
+from sslsv.fileio import DataError, read_dict
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sslsv.bin.make_trials",
+        description="Generate target/non-target trials for a Kaldi data dir.",
+    )
+    parser.add_argument("data_dir")
+    parser.add_argument(
+        "--num-per-utt", type=int, default=10, help="trials per enrollment utterance (10)"
+    )
+    parser.add_argument(
+        "--target-fraction", type=float, default=0.5, help="fraction of target trials (0.5)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="trial file (default DATA_DIR/trials)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    data_dir = Path(args.data_dir)
+    output = Path(args.output) if args.output else data_dir / "trials"
+    try:
+        validate_data_dir(data_dir, check_wav_exists=False)
+        utt2spk = read_dict(data_dir / "utt2spk")
+        session_file = data_dir / "utt2session"
+        utt2session = read_dict(session_file) if session_file.is_file() else None
+        if utt2session is None:
+            logging.info("%s: no utt2session; target trials may share a session", data_dir)
+        trials = make_trials(
+            utt2spk,
+            utt2session,
+            trials_per_utt=args.num_per_utt,
+            target_fraction=args.target_fraction,
+            seed=args.seed,
+        )
+        write_trials(output, trials)
+        logging.info("wrote %d trials to %s", len(trials), output)
+    except DataError as e:
+        logging.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

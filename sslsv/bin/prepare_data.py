@@ -1,0 +1,172 @@
+"""Import a corpus into a Kaldi data dir (wav.scp, utt2spk, spk2utt, utt2dur, ...).
+
+Usage:
+  python -m sslsv.bin.prepare_data librispeech ROOT DEST [--speakers F] [--exclude-speakers F]
+  python -m sslsv.bin.prepare_data folder ROOT DEST
+  python -m sslsv.bin.prepare_data csv LIST DEST
+  python -m sslsv.bin.prepare_data voxceleb1 ROOT [ROOT ...] DEST [--trials O,E,H]
+      [--veri-test F] [--list-test-all F] [--list-test-hard F]
+  python -m sslsv.bin.prepare_data voxceleb2 ROOT DEST --wav-cache DIR
+  python -m sslsv.bin.prepare_data musan ROOT DEST_PREFIX [--chunk-seconds 6]
+  python -m sslsv.bin.prepare_data rirs ROOT DEST [--real]
+
+Every kind also takes --nj, --min-duration, --max-bad-fraction, --sample-rate,
+--allow-resample, --speakers and --exclude-speakers (see --help of each kind).
+Excluded files are listed in DEST/excluded.txt with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sslsv.data import corpora
+from sslsv.data.audio_check import default_jobs
+from sslsv.fileio import DataError
+
+
+def _common_options(min_duration: float) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--nj", type=int, default=default_jobs(), help="parallel jobs")
+    common.add_argument(
+        "--min-duration",
+        type=float,
+        default=min_duration,
+        help=f"files shorter than this (seconds) are excluded (default {min_duration})",
+    )
+    common.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=0.01,
+        help="fail when more than this fraction of files is unreadable or empty (default 0.01)",
+    )
+    common.add_argument("--sample-rate", type=int, default=16000, help="expected rate (Hz)")
+    common.add_argument(
+        "--allow-resample",
+        action="store_true",
+        help="accept other rates: record them in utt2sr (readers resample) instead of failing",
+    )
+    common.add_argument("--speakers", metavar="FILE", help="keep only these speakers")
+    common.add_argument("--exclude-speakers", metavar="FILE", help="drop these speakers")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sslsv.bin.prepare_data",
+        description="Import a corpus into a validated Kaldi data dir.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    speech = _common_options(0.5)
+
+    p = sub.add_parser("librispeech", parents=[speech], help="ROOT/SPK/CHAPTER/*.flac")
+    p.add_argument("root", help="a subset folder, e.g. LibriSpeech/train-clean-5")
+    p.add_argument("dest")
+
+    p = sub.add_parser("folder", parents=[speech], help="ROOT/SPEAKER/**/*.{wav,flac}")
+    p.add_argument("root")
+    p.add_argument("dest")
+
+    p = sub.add_parser("csv", parents=[speech], help="CSV/TSV list: path,speaker[,utt,session]")
+    p.add_argument("list_file", metavar="list")
+    p.add_argument("dest")
+
+    p = sub.add_parser("voxceleb1", parents=[speech], help="ROOT/wav/idXXXXX/VIDEO/NNNNN.wav")
+    p.add_argument("roots", nargs="+", metavar="root", help="one or more (e.g. dev and test)")
+    p.add_argument("dest")
+    p.add_argument(
+        "--trials",
+        default="O",
+        help="official lists to convert: comma list of O, E, H, or 'none' (default O)",
+    )
+    p.add_argument("--veri-test", metavar="FILE", help="veri_test2.txt (trials_O)")
+    p.add_argument("--list-test-all", metavar="FILE", help="list_test_all2.txt (trials_E)")
+    p.add_argument("--list-test-hard", metavar="FILE", help="list_test_hard2.txt (trials_H)")
+
+    p = sub.add_parser("voxceleb2", parents=[speech], help="ROOT/dev/aac/idXXXXX/VIDEO/*.m4a")
+    p.add_argument("root")
+    p.add_argument("dest")
+    p.add_argument("--wav-cache", required=True, metavar="DIR", help="where decoded wavs go")
+    p.add_argument("--subset", default="dev", help="dev or test (default dev)")
+
+    noise = _common_options(0.5)
+    p = sub.add_parser("musan", parents=[noise], help="ROOT/{noise,speech,music}/SUBSET/*.wav")
+    p.add_argument("root")
+    p.add_argument("dest_prefix", help="writes DEST_PREFIX_noise, _speech, _music")
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=6.0,
+        help="virtual chunks via a segments file; 0 keeps whole files (default 6)",
+    )
+    p.add_argument("--categories", default="noise,speech,music", help="comma list")
+
+    p = sub.add_parser(
+        "rirs", parents=[_common_options(0.0)], help="RIRS_NOISES/simulated_rirs/*/RoomNNN/*.wav"
+    )
+    p.add_argument("root")
+    p.add_argument("dest")
+    p.add_argument("--real", action="store_true", help="add real_rirs_isotropic_noises/*rir*.wav")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> corpora.ImportOptions:
+    return corpora.ImportOptions(
+        min_duration=args.min_duration,
+        max_bad_fraction=args.max_bad_fraction,
+        sample_rate=args.sample_rate,
+        allow_resample=args.allow_resample,
+        nj=args.nj,
+        speakers=corpora.read_id_file(args.speakers) if args.speakers else None,
+        exclude_speakers=(
+            corpora.read_id_file(args.exclude_speakers) if args.exclude_speakers else None
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    options = options_from_args(args)
+    if args.kind == "librispeech":
+        corpora.prepare_librispeech(args.root, args.dest, options)
+    elif args.kind == "folder":
+        corpora.prepare_folder(args.root, args.dest, options)
+    elif args.kind == "csv":
+        corpora.prepare_csv(args.list_file, args.dest, options)
+    elif args.kind == "voxceleb1":
+        kinds = [] if args.trials == "none" else [k.strip() for k in args.trials.split(",")]
+        given = {"O": args.veri_test, "E": args.list_test_all, "H": args.list_test_hard}
+        corpora.prepare_voxceleb1(
+            args.roots,
+            args.dest,
+            trials=kinds,
+            trial_list_files={k: v for k, v in given.items() if v},
+            options=options,
+        )
+    elif args.kind == "voxceleb2":
+        corpora.prepare_voxceleb2(args.root, args.dest, args.wav_cache, options, args.subset)
+    elif args.kind == "musan":
+        categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+        corpora.prepare_musan(args.root, args.dest_prefix, args.chunk_seconds, categories, options)
+    elif args.kind == "rirs":
+        corpora.prepare_rirs(args.root, args.dest, args.real, options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.nj < 1:
+        logging.error("--nj must be >= 1, got %d", args.nj)
+        return 2
+    try:
+        run(args)
+    except DataError as e:
+        logging.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

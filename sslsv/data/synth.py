@@ -1,0 +1,825 @@
+"""Offline synthetic multi-speaker corpus (eSpeak NG through ``ctypes``) for ``egs/mini``.
+
+Each pseudo-speaker is a fixed eSpeak voice (language/accent + ``+variant``) with its own base
+pitch, pitch range and speaking rate. Utterances jitter the prosody around the speaker's base,
+and pass through a per-session channel (band-pass + peaking EQ, coloured background noise)
+with a little per-utterance variation, random gain and random leading/trailing silence.
+
+Layout written by :func:`make_corpus`::
+
+    OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav   16 kHz mono int16
+    OUT/speakers.tsv                           header, then per speaker: speaker voice
+                                               variant pitch range rate sessions
+    OUT/.done                                  written last; holds the generation settings
+
+Determinism: eSpeak NG keeps synthesis state in C statics that neither ``espeak_Initialize``
+nor a voice change resets (the pitch-flutter phase, the AGC, the cycle counter), so the same
+text synthesised twice in one process differs slightly. So all synthesis runs in children
+forked from a process whose eSpeak is initialised but has never synthesised anything: one
+child per call of :meth:`ESpeak.synthesize`, one pool worker per speaker in
+:func:`make_corpus`. The output then depends only on the arguments (seed, sizes), not on the
+worker count or the order of work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+import soundfile
+
+from sslsv.fileio import atomic_write
+
+SAMPLE_RATE = 16000
+MIN_DURATION_S = 2.5
+MAX_DURATION_S = 6.0
+# Bump when a change alters the generated audio, so that old corpora are not reused.
+GENERATOR_VERSION = 1
+
+# Latin-script eSpeak languages/accents. The text is English; a non-English voice reads it
+# with its own letter-to-sound rules and phonemes, i.e. with a strong accent.
+LANGUAGES: tuple[str, ...] = (
+    "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+    "en-029", "en-us-nyc", "de", "nl", "af", "fr", "fr-be", "es", "es-419", "it", "pt",
+    "pt-br", "ro", "ca", "sv", "da", "nb", "pl", "cs", "fi", "hu", "et",
+)  # fmt: skip
+
+# Voice variants (files in espeak-ng-data/voices/!v) that sound like a person. Left out:
+# robotic ones (robosoft*, UniRobot, anikaRobot, announcer), heavy echo (Demonic,
+# RicishayMax*), unvoiced (whisper, whisperf, caleb), test files (fast) and "Mr serious"
+# (a space in the file name).
+VARIANTS: tuple[str, ...] = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+    "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Denis", "Diogo", "Gene",
+    "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike",
+    "Nguyen", "Reed", "Storm", "Tweaky", "adam", "anika", "antonio", "aunty", "belinda",
+    "benjamin", "boris", "croak", "david", "ed", "edward", "edward2", "grandma", "grandpa",
+    "gustave", "ian", "iven", "iven2", "iven3", "iven4", "john", "kaukovalta", "klatt",
+    "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "linda", "marcelo", "max", "michel",
+    "miguel", "mike2", "norbert", "pablo", "paul", "pedro", "quincy", "rob", "robert",
+    "sandro", "shelby", "steph", "steph2", "steph3", "travis", "victor", "zac",
+)  # fmt: skip
+
+# Speaker parameter ranges (eSpeak units: pitch and range 0-100, rate in words per minute).
+PITCH_RANGE = (20.0, 80.0)
+PITCH_SPAN_RANGE = (15.0, 85.0)
+RATE_RANGE = (120.0, 220.0)
+# Per-utterance prosody jitter around the speaker's base.
+PITCH_JITTER = 4.0
+SPAN_JITTER = 8.0
+RATE_JITTER = 0.06  # relative
+# Channel: per-session settings, per-utterance variation around them.
+LOW_CUT_HZ = (60.0, 300.0)
+HIGH_CUT_HZ = (3400.0, 7600.0)
+EQ_GAIN_DB = 6.0  # each of the EQ peaks gets a gain in [-EQ_GAIN_DB, EQ_GAIN_DB]
+EQ_FREQ_HZ = (200.0, 5000.0)
+EQ_Q = (0.5, 2.0)
+NUM_EQ_PEAKS = 2
+SNR_DB = (20.0, 40.0)
+NOISE_EXPONENT = (0.0, 2.0)  # noise power spectrum ~ 1/f**exponent (0 white, 1 pink, 2 brown)
+LEVEL_DBFS = (-32.0, -18.0)  # RMS level of the whole utterance
+SILENCE_S = (0.05, 0.4)  # leading, and minimum trailing, silence
+
+
+class SynthError(RuntimeError):
+    """The eSpeak NG library or its data cannot be used, or synthesis failed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+_NOUNS = (
+    "river", "garden", "window", "teacher", "doctor", "bridge", "letter", "market", "island",
+    "candle", "kitchen", "mountain", "village", "engine", "blanket", "question", "picture",
+    "bottle", "forest", "station", "painter", "farmer", "captain", "basket", "ladder", "wagon",
+    "mirror", "pocket", "theatre", "harbour", "lantern", "violin", "museum", "orchard",
+    "tunnel", "castle", "meadow", "journal", "camera", "pillow", "rocket", "compass", "saddle",
+)  # fmt: skip
+_ADJECTIVES = (
+    "quiet", "golden", "narrow", "ancient", "bright", "heavy", "gentle", "broken", "curious",
+    "distant", "silver", "empty", "crowded", "little", "famous", "hidden", "frozen", "yellow",
+    "careful", "wooden", "modern", "sudden", "patient", "clever", "shallow", "noisy", "humble",
+)  # fmt: skip
+_VERBS_PAST = (
+    "carried", "painted", "followed", "repaired", "visited", "noticed", "borrowed", "opened",
+    "counted", "described", "remembered", "watched", "collected", "delivered", "explored",
+    "measured", "ordered", "polished", "reached", "lifted", "answered", "covered", "cleaned",
+)  # fmt: skip
+_VERBS_BASE = (
+    "carry", "paint", "follow", "repair", "visit", "notice", "borrow", "open", "count",
+    "describe", "remember", "watch", "collect", "deliver", "explore", "measure", "polish",
+)  # fmt: skip
+_NAMES = (
+    "Anna", "Peter", "Maria", "Thomas", "Helen", "Oliver", "Sophie", "Daniel", "Laura",
+    "Martin", "Clara", "Victor", "Julia", "Simon", "Emma", "Lucas", "Nina", "George",
+)  # fmt: skip
+_TIMES = (
+    "yesterday", "this morning", "last winter", "every Sunday", "before dinner", "at noon",
+    "after the storm", "in the evening", "next week", "during the summer", "at dawn", "today",
+)  # fmt: skip
+_PREPOSITIONS = ("near", "behind", "under", "beside", "across", "inside", "above", "beyond")
+_ADVERBS = (
+    "slowly", "quickly", "carefully", "happily", "quietly", "suddenly", "gladly", "rarely",
+)  # fmt: skip
+_TEMPLATES = (
+    "The {adj} {noun} {prep} the {noun2} was {adj2}.",
+    "{name} {verb} the {adj} {noun} {time}.",
+    "We {verb} a {noun} {prep} the {adj} {noun2} {time}.",
+    "Did {name} {verb0} the {noun} {prep} the {noun2}?",
+    "{time_cap}, the {noun} {verb} the {adj} {noun2} {adv}.",
+    "I think {name} will {verb0} the {adj} {noun} {time}.",
+    "There were {number} {adj} {noun}s {prep} the {noun2}.",
+    "Please {verb0} the {noun} and the {adj} {noun2}.",
+    "{name} and {name2} {adv} {verb} {number} {noun}s.",
+    "Why is the {noun} so {adj} {time}?",
+    "The {noun} {verb} {number} times, {name} said.",
+    "Nobody {verb} the {adj} {noun} {prep} the old {noun2}.",
+)
+
+
+def random_sentence(rng: np.random.Generator) -> str:
+    """One sentence from the embedded templates and word lists."""
+
+    def pick(words: Sequence[str]) -> str:
+        return words[int(rng.integers(len(words)))]
+
+    time_phrase = pick(_TIMES)
+    slots = {
+        "adj": pick(_ADJECTIVES),
+        "adj2": pick(_ADJECTIVES),
+        "noun": pick(_NOUNS),
+        "noun2": pick(_NOUNS),
+        "verb": pick(_VERBS_PAST),
+        "verb0": pick(_VERBS_BASE),
+        "name": pick(_NAMES),
+        "name2": pick(_NAMES),
+        "time": time_phrase,
+        "time_cap": time_phrase[0].upper() + time_phrase[1:],
+        "prep": pick(_PREPOSITIONS),
+        "adv": pick(_ADVERBS),
+        "number": str(int(rng.integers(2, 100))),
+    }
+    return pick(_TEMPLATES).format(**slots)
+
+
+# ---------------------------------------------------------------------------------------------
+# eSpeak NG through ctypes
+# ---------------------------------------------------------------------------------------------
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000  # report errors instead of calling exit()
+_CHARS_UTF8 = 1
+_POS_CHARACTER = 1
+_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
+_SynthCallback = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+def espeak_paths() -> tuple[Path, Path]:
+    """``(library, espeak-ng-data dir)`` shipped by the ``espeakng-loader`` package."""
+    try:
+        import espeakng_loader
+    except ImportError as e:
+        raise SynthError(
+            "the Python package 'espeakng-loader' (eSpeak NG library and voices) is not "
+            "installed: pip install espeakng-loader"
+        ) from e
+    lib = Path(espeakng_loader.get_library_path())
+    data = Path(espeakng_loader.__file__).parent / "espeak-ng-data"
+    return lib, data
+
+
+class ESpeak:
+    """eSpeak NG loaded into this process, in synchronous mode, output collected in memory.
+
+    The library's state is global to the process: make one instance per process (use
+    :func:`process_espeak`). :meth:`synthesize` forks by default, so that this process
+    never synthesises and every child starts from the same, freshly initialised, state.
+    """
+
+    def __init__(
+        self,
+        library_path: str | os.PathLike | None = None,
+        data_path: str | os.PathLike | None = None,
+    ) -> None:
+        if library_path is None or data_path is None:
+            default_lib, default_data = espeak_paths()
+            library_path = library_path or default_lib
+            data_path = data_path or default_data
+        self.library_path = Path(library_path)
+        self.data_path = Path(data_path)
+        if not self.data_path.is_dir():
+            raise SynthError(f"eSpeak NG data directory not found: {self.data_path}")
+        try:
+            lib = ctypes.CDLL(str(self.library_path))
+        except OSError as e:
+            raise SynthError(f"cannot load the eSpeak NG library {self.library_path}: {e}") from e
+        try:
+            self._declare(lib)
+        except AttributeError as e:
+            raise SynthError(f"{self.library_path} is not a usable eSpeak NG library: {e}") from e
+        # buflength 1000 ms: fewer, larger callbacks.
+        rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 1000, str(self.data_path).encode(), _INITIALIZE_DONT_EXIT
+        )
+        if rate <= 0:
+            raise SynthError(
+                f"espeak_Initialize failed (returned {rate}) with data directory {self.data_path}"
+            )
+        self.sample_rate = rate
+        self._lib = lib
+        self._chunks: list[np.ndarray] = []
+        self.used = False  # synthesised in this process: forked children are not fresh
+
+        def collect(wav, num_samples, _events):
+            if num_samples > 0 and wav:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+            return 0
+
+        self._callback = _SynthCallback(collect)  # kept alive: C holds the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+
+    @staticmethod
+    def _declare(lib: ctypes.CDLL) -> None:
+        """C signatures of the functions used (speak_lib.h, espeak_ng.h)."""
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+        lib.espeak_SetSynthCallback.restype = None
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed.restype = None
+
+    def variant_exists(self, variant: str) -> bool:
+        return (self.data_path / "voices" / "!v" / variant).is_file()
+
+    def _synthesize_here(
+        self,
+        voice: str,
+        sentences: Sequence[str],
+        params: dict[str, int],
+        min_samples: int,
+        rand_seed: int,
+    ) -> np.ndarray:
+        lib = self._lib
+        status = lib.espeak_SetVoiceByName(voice.encode())
+        if status != 0:
+            raise SynthError(f"eSpeak NG has no voice {voice!r} (error {status})")
+        for name, key in (
+            ("rate", _PARAM_RATE),
+            ("volume", _PARAM_VOLUME),
+            ("pitch", _PARAM_PITCH),
+            ("range", _PARAM_RANGE),
+        ):
+            if name in params:
+                lib.espeak_SetParameter(key, int(params[name]), 0)
+        lib.espeak_ng_SetRandSeed(rand_seed)
+        self._chunks = []
+        total = 0
+        for sentence in sentences:
+            text = sentence.encode("utf-8")
+            status = lib.espeak_Synth(
+                text, len(text) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
+            if status != 0:
+                raise SynthError(f"espeak_Synth failed (error {status}) on {sentence!r}")
+            total = sum(len(c) for c in self._chunks)
+            if total >= min_samples:
+                break
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+    def synthesize(
+        self,
+        voice: str,
+        sentences: Sequence[str],
+        params: dict[str, int],
+        min_samples: int = 0,
+        rand_seed: int = 0,
+        fresh: bool = True,
+    ) -> np.ndarray:
+        """Speak ``sentences`` in turn until at least ``min_samples`` samples (all if 0).
+
+        ``voice`` is ``language+variant``; ``params`` may hold eSpeak ``rate`` (wpm),
+        ``pitch``, ``range`` (0-100) and ``volume``. Returns int16 samples at
+        :attr:`sample_rate`. With ``fresh`` (default) it runs in a forked child, from a
+        never-used synthesiser: identical arguments give identical samples. Without, it runs
+        here (faster), and the result also depends on what this process synthesised before.
+        """
+        if min_samples <= 0:
+            min_samples = sys.maxsize
+        if not fresh:
+            self.used = True
+            return self._synthesize_here(voice, sentences, params, min_samples, rand_seed)
+        if self.used:
+            raise SynthError("fresh synthesis asked of a process that synthesised in-process")
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never returns into the caller's code
+            code = 0
+            try:
+                os.close(read_fd)
+                try:
+                    audio = self._synthesize_here(voice, sentences, params, min_samples, rand_seed)
+                    payload = b"\0" + audio.astype("<i2").tobytes()
+                except BaseException as e:  # reported to the parent
+                    payload = b"\1" + f"{type(e).__name__}: {e}".encode()
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(write_fd, view) :]
+                os.close(write_fd)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        parts = []
+        with open(read_fd, "rb", closefd=True) as pipe:
+            while chunk := pipe.read(1 << 20):
+                parts.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        payload = b"".join(parts)
+        if os.waitstatus_to_exitcode(status) != 0 or not payload:
+            raise SynthError(f"eSpeak NG child process failed (wait status {status}) on {voice!r}")
+        if payload[:1] != b"\0":
+            raise SynthError(payload[1:].decode(errors="replace"))
+        return np.frombuffer(payload[1:], dtype="<i2").astype(np.int16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signal processing
+# ---------------------------------------------------------------------------------------------
+
+
+def peaking_eq_sos(f0_hz: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:
+    """One biquad section (scipy ``sos`` row) of a peaking EQ (Bristow-Johnson's cookbook).
+
+    Gain ``gain_db`` at ``f0_hz``, unity at DC and Nyquist, bandwidth set by ``q``.
+    """
+    amp = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * f0_hz / sample_rate
+    alpha = math.sin(w0) / (2.0 * q)
+    cos_w0 = math.cos(w0)
+    b = np.array([1.0 + alpha * amp, -2.0 * cos_w0, 1.0 - alpha * amp])
+    a = np.array([1.0 + alpha / amp, -2.0 * cos_w0, 1.0 - alpha / amp])
+    return np.concatenate([b / a[0], a / a[0]])[None, :]
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A recording channel: band-pass, peaking EQs, coloured background noise."""
+
+    low_cut_hz: float
+    high_cut_hz: float
+    eq: tuple[tuple[float, float, float], ...]  # (f0_hz, gain_db, q) per peak
+    noise_exponent: float
+    snr_db: float
+
+    def sos(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        band = scipy.signal.butter(
+            2, [self.low_cut_hz, self.high_cut_hz], btype="bandpass", fs=sample_rate, output="sos"
+        )
+        peaks = [peaking_eq_sos(f0, g, q, sample_rate) for f0, g, q in self.eq]
+        return np.concatenate([band, *peaks])
+
+
+def colored_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS Gaussian noise whose power spectrum falls as ``1 / f**exponent``."""
+    # Shape a longer, FFT-friendly block and keep the start: arbitrary lengths can be slow.
+    fft_len = scipy.fft.next_fast_len(max(num_samples, 2), real=True)
+    spectrum = np.fft.rfft(rng.standard_normal(fft_len))
+    freqs = np.fft.rfftfreq(fft_len)
+    freqs[0] = freqs[1]  # keep DC finite
+    noise = np.fft.irfft(spectrum * freqs ** (-exponent / 2.0), n=fft_len)[:num_samples]
+    noise -= noise.mean()
+    return noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)
+
+
+def mix_at_snr(
+    speech: np.ndarray, speech_power: float, noise: np.ndarray, snr_db: float
+) -> np.ndarray:
+    """``speech + g * noise`` with ``g`` chosen so that speech_power / noise power = snr."""
+    noise_power = float(np.mean(noise**2))
+    gain = math.sqrt(speech_power / (noise_power * 10.0 ** (snr_db / 10.0)))
+    return speech + gain * noise
+
+
+def _trim(audio: np.ndarray, rel_threshold: float = 0.02) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > rel_threshold * np.max(np.abs(audio)))
+    return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
+
+
+def _cut_quietly(audio: np.ndarray, max_len: int, search: int, sample_rate: int) -> np.ndarray:
+    """Cut to at most ``max_len`` samples at the quietest 10 ms frame of the last ``search``."""
+    if len(audio) <= max_len:
+        return audio
+    hop = sample_rate // 100
+    start = max(max_len - search, hop)
+    frames = np.arange(start, max_len - hop + 1, hop)
+    energy = [float(np.sum(audio[f : f + hop] ** 2)) for f in frames]
+    cut = int(frames[int(np.argmin(energy))] + hop // 2)
+    out = audio[:cut].copy()
+    fade = min(hop, cut)
+    out[cut - fade :] *= np.linspace(1.0, 0.0, fade)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus plan
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeakerSpec:
+    speaker_id: str
+    language: str
+    variant: str
+    pitch: float
+    pitch_range: float
+    rate: float
+    sessions: tuple[str, ...]
+    channels: tuple[Channel, ...]  # one per session
+
+    @property
+    def voice(self) -> str:
+        return f"{self.language}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class UtteranceSpec:
+    utt_id: str
+    session_index: int
+    seed: int  # drives text, prosody jitter, channel jitter, noise, gain, silences
+
+
+def _spread(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
+    """``n`` values covering [low, high] evenly (one per stratum, random within, shuffled)."""
+    strata = (np.arange(n) + rng.uniform(size=n)) / n
+    return low + (high - low) * rng.permutation(strata)
+
+
+def _random_channel(rng: np.random.Generator) -> Channel:
+    eq = tuple(
+        (
+            float(math.exp(rng.uniform(math.log(EQ_FREQ_HZ[0]), math.log(EQ_FREQ_HZ[1])))),
+            float(rng.uniform(-EQ_GAIN_DB, EQ_GAIN_DB)),
+            float(rng.uniform(*EQ_Q)),
+        )
+        for _ in range(NUM_EQ_PEAKS)
+    )
+    return Channel(
+        low_cut_hz=float(rng.uniform(*LOW_CUT_HZ)),
+        high_cut_hz=float(rng.uniform(*HIGH_CUT_HZ)),
+        eq=eq,
+        noise_exponent=float(rng.uniform(*NOISE_EXPONENT)),
+        snr_db=float(rng.uniform(*SNR_DB)),
+    )
+
+
+def plan_speakers(num_speakers: int, seed: int) -> list[SpeakerSpec]:
+    """Speakers with parameters spread over their ranges, deterministic from ``seed``.
+
+    Variants are dealt round-robin from a shuffled list and languages likewise, shifted by
+    one each time the variants wrap around: each is used about equally often, and no
+    (language, variant) pair repeats for the first #variants x #languages speakers
+    (#variants + 1 and #languages are coprime).
+    """
+    if num_speakers < 1:
+        raise ValueError(f"num_speakers must be >= 1, got {num_speakers}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    languages = rng.permutation(len(LANGUAGES))
+    variants = rng.permutation(len(VARIANTS))
+    pitches = _spread(rng, num_speakers, *PITCH_RANGE)
+    spans = _spread(rng, num_speakers, *PITCH_SPAN_RANGE)
+    rates = _spread(rng, num_speakers, *RATE_RANGE)
+    width = max(3, len(str(num_speakers)))
+    speakers = []
+    for i in range(num_speakers):
+        num_sessions = int(rng.integers(2, 4))
+        speakers.append(
+            SpeakerSpec(
+                speaker_id=f"spk{i + 1:0{width}d}",
+                language=LANGUAGES[languages[(i + i // len(VARIANTS)) % len(LANGUAGES)]],
+                variant=VARIANTS[variants[i % len(VARIANTS)]],
+                pitch=float(pitches[i]),
+                pitch_range=float(spans[i]),
+                rate=float(rates[i]),
+                sessions=tuple(f"s{k + 1}" for k in range(num_sessions)),
+                channels=tuple(_random_channel(rng) for _ in range(num_sessions)),
+            )
+        )
+    return speakers
+
+
+def plan_utterances(
+    speaker: SpeakerSpec, speaker_index: int, utts_per_speaker: int, seed: int
+) -> list[UtteranceSpec]:
+    """Utterances of one speaker, dealt over its sessions (each session gets at least one
+    when there are enough utterances)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1, speaker_index]))
+    num_sessions = len(speaker.sessions)
+    sessions = rng.permutation(np.arange(utts_per_speaker) % num_sessions)
+    seeds = np.random.SeedSequence([seed, 2, speaker_index]).generate_state(utts_per_speaker)
+    return [
+        UtteranceSpec(
+            utt_id=f"{speaker.speaker_id}-{speaker.sessions[s]}-{k + 1:04d}",
+            session_index=int(s),
+            seed=int(seeds[k]),
+        )
+        for k, s in enumerate(sessions)
+    ]
+
+
+def _jitter_channel(channel: Channel, rng: np.random.Generator) -> Channel:
+    """The session's channel, slightly different for this utterance (microphone moved...)."""
+    return Channel(
+        low_cut_hz=channel.low_cut_hz * float(rng.uniform(0.95, 1.05)),
+        high_cut_hz=min(channel.high_cut_hz * float(rng.uniform(0.95, 1.05)), 7800.0),
+        eq=tuple((f0, g + float(rng.uniform(-1.0, 1.0)), q) for f0, g, q in channel.eq),
+        noise_exponent=channel.noise_exponent,
+        snr_db=float(np.clip(channel.snr_db + rng.uniform(-3.0, 3.0), *SNR_DB)),
+    )
+
+
+@dataclass(frozen=True)
+class UtteranceScript:
+    """Everything random about one utterance, drawn from its seed."""
+
+    num_samples: int  # total length at SAMPLE_RATE
+    lead_samples: int  # leading silence
+    speech_budget: int  # most samples of speech (what is left is trailing silence)
+    espeak_params: dict[str, int]
+    sentences: tuple[str, ...]  # spoken in turn until the budget is filled
+    channel: Channel
+    level_dbfs: float
+    noise_seed: int
+
+
+def utterance_script(speaker: SpeakerSpec, utt: UtteranceSpec) -> UtteranceScript:
+    rng = np.random.default_rng(utt.seed)
+    duration = rng.uniform(MIN_DURATION_S, MAX_DURATION_S)
+    lead = rng.uniform(*SILENCE_S)
+    min_trail = rng.uniform(*SILENCE_S)
+    speech_budget = int((duration - lead - min_trail) * SAMPLE_RATE)
+    rate = round(speaker.rate * rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER))
+    pitch = speaker.pitch + rng.uniform(-PITCH_JITTER, PITCH_JITTER)
+    span = speaker.pitch_range + rng.uniform(-SPAN_JITTER, SPAN_JITTER)
+    params = {
+        "rate": int(rate),
+        "pitch": int(round(np.clip(pitch, 0, 100))),
+        "range": int(round(np.clip(span, 0, 100))),
+        "volume": 100,
+    }
+    # Text for about twice the budget at this rate; the synthesiser stops once it is filled.
+    words_needed = 2.0 * speech_budget / SAMPLE_RATE * rate / 60.0 + 8
+    sentences: list[str] = []
+    while sum(len(s.split()) for s in sentences) < words_needed:
+        sentences.append(random_sentence(rng))
+    return UtteranceScript(
+        num_samples=int(duration * SAMPLE_RATE),
+        lead_samples=int(lead * SAMPLE_RATE),
+        speech_budget=speech_budget,
+        espeak_params=params,
+        sentences=tuple(sentences),
+        channel=_jitter_channel(speaker.channels[utt.session_index], rng),
+        level_dbfs=float(rng.uniform(*LEVEL_DBFS)),
+        noise_seed=int(rng.integers(2**63)),
+    )
+
+
+def render_utterance(
+    espeak: ESpeak, speaker: SpeakerSpec, utt: UtteranceSpec, fresh: bool = True
+) -> np.ndarray:
+    """Synthesise one utterance: int16 samples at 16 kHz, 2.5-6 s long.
+
+    ``fresh``: as in :meth:`ESpeak.synthesize` (False: depends on what this process
+    synthesised before).
+    """
+    script = utterance_script(speaker, utt)
+    budget = script.speech_budget
+    min_raw = math.ceil((budget / SAMPLE_RATE + 0.5) * espeak.sample_rate)
+    raw = espeak.synthesize(
+        speaker.voice,
+        script.sentences,
+        script.espeak_params,
+        min_raw,
+        utt.seed & 0x7FFFFFFF,
+        fresh=fresh,
+    )
+    if raw.size == 0:
+        raise SynthError(f"{utt.utt_id}: eSpeak produced no audio for voice {speaker.voice!r}")
+    speech = scipy.signal.resample_poly(
+        raw.astype(np.float64) / 32768.0, SAMPLE_RATE, espeak.sample_rate
+    )
+    speech = _trim(speech)
+    if len(speech) < budget // 2:
+        raise SynthError(
+            f"{utt.utt_id}: eSpeak produced only {len(speech) / SAMPLE_RATE:.2f} s of speech "
+            f"for voice {speaker.voice!r}"
+        )
+    speech = _cut_quietly(speech, budget, SAMPLE_RATE // 4, SAMPLE_RATE)
+    signal = np.zeros(script.num_samples)
+    signal[script.lead_samples : script.lead_samples + len(speech)] = speech
+    channel = script.channel
+    noise = colored_noise(
+        script.num_samples, channel.noise_exponent, np.random.default_rng(script.noise_seed)
+    )
+    noisy = mix_at_snr(signal, float(np.mean(speech**2)), noise, channel.snr_db)
+    signal = scipy.signal.sosfilt(channel.sos(), noisy)
+    level = 10.0 ** (script.level_dbfs / 20.0)
+    signal *= level / max(float(np.sqrt(np.mean(signal**2))), 1e-12)
+    peak = float(np.max(np.abs(signal)))
+    if peak > 0.95:  # a loud level on a peaky voice: give up level, never clip
+        signal *= 0.95 / peak
+    return np.round(signal * 32767.0).astype(np.int16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------------------
+
+_PROCESS_ESPEAK: ESpeak | None = None
+
+
+def process_espeak() -> ESpeak:
+    """This process's :class:`ESpeak` with the default library and data (loaded once: the
+    library's state is global to the process)."""
+    global _PROCESS_ESPEAK
+    if _PROCESS_ESPEAK is None:
+        _PROCESS_ESPEAK = ESpeak()
+    return _PROCESS_ESPEAK
+
+
+def _render_speaker(job: tuple[str, SpeakerSpec, int, int, int]) -> float:
+    """Write one speaker's wavs (atomically); return the total duration in seconds.
+
+    Runs in a pool worker forked for this speaker alone (``maxtasksperchild=1``) from a
+    process that never synthesised: the speaker's utterances, synthesised in turn in the
+    worker, depend only on the arguments. (A fork per utterance would cost twice the time.)
+    """
+    out_dir, speaker, speaker_index, utts_per_speaker, seed = job
+    espeak = process_espeak()
+    total = 0.0
+    for utt in plan_utterances(speaker, speaker_index, utts_per_speaker, seed):
+        audio = render_utterance(espeak, speaker, utt, fresh=False)
+        path = wav_path(out_dir, speaker, utt)
+        with atomic_write(path, "wb") as f:
+            soundfile.write(f, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        total += len(audio) / SAMPLE_RATE
+    return total
+
+
+def wav_path(out_dir: str | os.PathLike, speaker: SpeakerSpec, utt: UtteranceSpec) -> Path:
+    session = speaker.sessions[utt.session_index]
+    return Path(out_dir) / "wav" / speaker.speaker_id / session / f"{utt.utt_id}.wav"
+
+
+def check_voices(espeak: ESpeak, languages: Sequence[str], variants: Sequence[str]) -> None:
+    """Fail early, naming the culprit, if a language or variant is missing from the data."""
+    for variant in sorted(set(variants)):
+        if not espeak.variant_exists(variant):
+            raise SynthError(
+                f"voice variant {variant!r} not found in {espeak.data_path / 'voices' / '!v'}"
+            )
+    for language in sorted(set(languages)):
+        if espeak.synthesize(language, ["a"], {}).size == 0:
+            raise SynthError(f"eSpeak NG voice {language!r} produced no audio")
+
+
+def _write_speakers_tsv(path: Path, speakers: Sequence[SpeakerSpec]) -> None:
+    with atomic_write(path) as f:
+        f.write("speaker\tvoice\tvariant\tpitch\trange\trate\tsessions\n")
+        for s in speakers:
+            f.write(
+                f"{s.speaker_id}\t{s.language}\t{s.variant}\t{s.pitch:.1f}\t{s.pitch_range:.1f}\t"
+                f"{s.rate:.1f}\t{','.join(s.sessions)}\n"
+            )
+
+
+def make_corpus(
+    out_dir: str | os.PathLike,
+    num_speakers: int = 100,
+    utts_per_speaker: int = 12,
+    seed: int = 0,
+    nj: int = 2,
+    verbose: bool = False,
+) -> Path:
+    """Generate the corpus in ``out_dir`` (see module docstring); return ``out_dir``.
+
+    A finished corpus with the same settings (``.done`` matches) is left as it is. An
+    unfinished one, or one made with other settings, is removed and generated again; a
+    ``wav/`` folder this function did not create is refused rather than deleted.
+    """
+    if num_speakers < 1:
+        raise ValueError(f"num_speakers must be >= 1, got {num_speakers}")
+    if utts_per_speaker < 1:
+        raise ValueError(f"utts_per_speaker must be >= 1, got {utts_per_speaker}")
+    if nj < 1:
+        raise ValueError(f"nj must be >= 1, got {nj}")
+    out = Path(out_dir)
+    settings = {
+        "generator_version": GENERATOR_VERSION,
+        "num_speakers": num_speakers,
+        "utts_per_speaker": utts_per_speaker,
+        "seed": seed,
+        "sample_rate": SAMPLE_RATE,
+    }
+    settings_text = json.dumps(settings, sort_keys=True) + "\n"
+    done, in_progress = out / ".done", out / ".in_progress"
+    if done.is_file() and done.read_text() == settings_text:
+        if verbose:
+            print(f"{out}: corpus already complete, nothing to do", file=sys.stderr)
+        return out
+    if (out / "wav").exists() and not (done.exists() or in_progress.exists()):
+        raise SynthError(
+            f"{out / 'wav'} exists but was not made by make_corpus (no .done or .in_progress); "
+            "remove it or choose another --out"
+        )
+    speakers = plan_speakers(num_speakers, seed)
+    espeak = process_espeak()  # before touching out_dir: a missing library changes nothing
+    if espeak.used:
+        raise SynthError("make_corpus needs a process that has not synthesised in-process")
+    check_voices(espeak, [s.language for s in speakers], [s.variant for s in speakers])
+
+    with contextlib.suppress(FileNotFoundError):
+        done.unlink()
+    with atomic_write(in_progress) as f:
+        f.write(settings_text)
+    shutil.rmtree(out / "wav", ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (out / "speakers.tsv").unlink()
+
+    start = time.time()
+    jobs = [(str(out), spk, i, utts_per_speaker, seed) for i, spk in enumerate(speakers)]
+    # fork: workers inherit eSpeak initialised, never used; and callers need no __main__
+    # guard. One worker per speaker (see _render_speaker).
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(min(nj, len(jobs)), maxtasksperchild=1) as pool:
+        durations = list(pool.imap_unordered(_render_speaker, jobs))
+    _write_speakers_tsv(out / "speakers.tsv", speakers)
+    with atomic_write(done) as f:
+        f.write(settings_text)
+    in_progress.unlink()
+    if verbose:
+        print(
+            f"{out}: {num_speakers} speakers x {utts_per_speaker} utterances, "
+            f"{sum(durations) / 3600:.2f} h of audio in {time.time() - start:.1f} s",
+            file=sys.stderr,
+        )
+    return out
+
+
+def read_speakers_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of ``speakers.tsv`` as dicts keyed by its header."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+
+
+__all__ = [
+    "Channel",
+    "ESpeak",
+    "SpeakerSpec",
+    "SynthError",
+    "UtteranceScript",
+    "UtteranceSpec",
+    "check_voices",
+    "colored_noise",
+    "make_corpus",
+    "mix_at_snr",
+    "peaking_eq_sos",
+    "plan_speakers",
+    "plan_utterances",
+    "random_sentence",
+    "read_speakers_tsv",
+    "render_utterance",
+    "utterance_script",
+]

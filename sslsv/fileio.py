@@ -1,0 +1,88 @@
+"""Atomic file writing and Kaldi-style text tables (``key value`` per line)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, line and culprit."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; rename it over ``path`` only on success.
+
+    A crash (or kill -9) while writing leaves the old file, or no file, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file private; give it the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def kaldi_sort_key(key: str) -> bytes:
+    """Sort key matching ``LC_ALL=C sort`` (byte order of the UTF-8 encoding)."""
+    return key.encode("utf-8")
+
+
+def read_table(path: str | os.PathLike, min_fields: int = 2) -> list[tuple[str, str]]:
+    """Read ``key rest-of-line`` lines, in file order.
+
+    The value is the rest of the line after the first run of whitespace, so values may
+    contain spaces (paths with spaces in ``wav.scp``). Errors name file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                raise DataError(f"{path}:{lineno}: empty line")
+            parts = line.split(maxsplit=1)
+            if len(parts) < 2 and min_fields >= 2:
+                raise DataError(f"{path}:{lineno}: expected 'key value', got {line!r}")
+            rows.append((parts[0], parts[1].strip() if len(parts) > 1 else ""))
+    return rows
+
+
+def read_dict(path: str | os.PathLike) -> dict[str, str]:
+    """Read a Kaldi table into a dict; a duplicate key is an error naming it."""
+    out: dict[str, str] = {}
+    for key, value in read_table(path):
+        if key in out:
+            raise DataError(f"{path}: duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def write_table(
+    path: str | os.PathLike, rows: Iterable[tuple[str, str]] | dict[str, str], sort: bool = True
+) -> None:
+    """Write ``key value`` lines atomically, ``LC_ALL=C`` sorted by key unless ``sort=False``."""
+    items = list(rows.items()) if isinstance(rows, dict) else list(rows)
+    if sort:
+        items.sort(key=lambda kv: kaldi_sort_key(kv[0]))
+    with atomic_write(path) as f:
+        for key, value in items:
+            f.write(f"{key} {value}\n")

@@ -1,0 +1,91 @@
+"""NT-Xent with an additive margin on the positive pair (NT-Xent-AM), and its variants.
+
+For L2-normalised anchors a_i, positives p_i and negatives n_ij, with scale s = 1/T:
+
+    loss_i = -log( P_i / (P_i + sum_j e^{s cos(a_i, n_ij)}) ),  P_i = e^{s (cos(a_i, p_i) - m)}
+
+``m = 0`` is plain NT-Xent. Every variant is a choice of anchors, candidates and which
+candidate is the positive; the margin and the cross-entropy are shared.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def margin_logits_loss(
+    cos: torch.Tensor,
+    positive: torch.Tensor,
+    scale: float,
+    margin: float,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy over scaled cosines with ``margin`` subtracted at each row's positive.
+
+    ``cos``: (A, C) cosine similarities of A anchors to C candidates; ``positive``: (A,) the
+    positive's column per row; ``mask``: (A, C) True where a candidate is excluded (the
+    anchor itself). Returns (mean loss, top-1 accuracy of the positive, without margin).
+    """
+    rows = torch.arange(cos.shape[0], device=cos.device)
+    accuracy_logits = cos if mask is None else cos.masked_fill(mask, float("-inf"))
+    accuracy = (accuracy_logits.argmax(dim=1) == positive).float().mean()
+    logits = cos.clone()
+    logits[rows, positive] -= margin
+    logits = logits * scale
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, positive), accuracy.detach()
+
+
+def nt_xent_am_with_accuracy(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    scale: float = 30.0,
+    margin: float = 0.1,
+    symmetric: bool = True,
+    offset: int = 0,
+    z1_all: torch.Tensor | None = None,
+    z2_all: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent-AM of the local anchors ``z1``, ``z2`` (N, D) against a candidate batch.
+
+    Candidates are ``z1_all``, ``z2_all`` (the global batch gathered over processes, with
+    gradients) or, by default, the local batch itself; ``offset`` is the index of the first
+    local row within them. Symmetric: both views are anchors against both views (2N - 2
+    negatives each). Asymmetric: view-1 anchors against view-2 candidates only (N - 1).
+    """
+    z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    z1_all = z1 if z1_all is None else F.normalize(z1_all, dim=-1)
+    z2_all = z2 if z2_all is None else F.normalize(z2_all, dim=-1)
+    n, total = z1.shape[0], z1_all.shape[0]
+    local = torch.arange(n, device=z1.device) + offset
+    if not symmetric:
+        return margin_logits_loss(z1 @ z2_all.T, local, scale, margin, None)
+    anchors = torch.cat([z1, z2])
+    candidates = torch.cat([z1_all, z2_all])
+    cos = anchors @ candidates.T
+    # Row i of view 1 has its positive at total + i (view 2); row i of view 2 at i.
+    positive = torch.cat([local + total, local])
+    self_column = torch.cat([local, local + total])
+    mask = torch.zeros_like(cos, dtype=torch.bool)
+    mask[torch.arange(2 * n, device=z1.device), self_column] = True
+    return margin_logits_loss(cos, positive, scale, margin, mask)
+
+
+def nt_xent_am(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    scale: float = 30.0,
+    margin: float = 0.1,
+    symmetric: bool = True,
+) -> torch.Tensor:
+    """Mean NT-Xent-AM loss of two views' embeddings ``z1``, ``z2`` of shape (N, D)."""
+    return nt_xent_am_with_accuracy(z1, z2, scale, margin, symmetric)[0]
+
+
+def margin_at(progress: float, margin: float, warmup: float) -> float:
+    """Margin after ``progress`` (0-1) of training, ramped linearly over ``warmup``."""
+    if warmup <= 0:
+        return margin
+    return margin * min(1.0, max(0.0, progress) / warmup)

@@ -1,0 +1,100 @@
+"""MoCo v2-style: momentum key encoder and a queue of negative keys per view.
+
+Queries of each view are scored against the key of the other view (positive, margin
+subtracted) and against that view's queue (negatives). Under DDP the key encoder sees a
+batch shuffled across processes (shuffled batch norm) and the queues take the keys of all
+processes, so every rank holds the same queue.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslsv.config import Config
+from sslsv.losses import margin_logits_loss
+from sslsv.methods import make_projector, register_method
+from sslsv.models.embedding import EmbeddingModel
+from sslsv.train import distributed
+
+
+@register_method("moco")
+class MoCo(nn.Module):
+    def __init__(self, cfg: Config, model: EmbeddingModel) -> None:
+        super().__init__()
+        self.loss_cfg = cfg.loss
+        self.momentum = cfg.method.momentum
+        self.model = model
+        self.projector = make_projector(model.embed_dim, cfg.method.projector)
+        self.key_model = copy.deepcopy(model).requires_grad_(False)
+        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        out_dim = cfg.method.projector[-1] if cfg.method.projector else model.embed_dim
+        generator = torch.Generator().manual_seed(cfg.train.seed)
+        queue = F.normalize(
+            torch.randn(2, cfg.method.queue_size, out_dim, generator=generator), dim=-1
+        )
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _update_key_encoder(self) -> None:
+        for online, key in (
+            (self.model, self.key_model),
+            (self.projector, self.key_projector),
+        ):
+            for p_key, p in zip(key.parameters(), online.parameters()):
+                p_key.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
+            for b_key, b in zip(key.buffers(), online.buffers()):
+                b_key.copy_(b)
+
+    @torch.no_grad()
+    def _keys(self, feats: torch.Tensor) -> torch.Tensor:
+        """Keys of (N, n_mels, T) features, batch-norm statistics shuffled across ranks."""
+        local = feats.shape[0]
+        everything = distributed.gather_no_grad(feats)
+        order = torch.randperm(everything.shape[0], device=feats.device)
+        distributed.broadcast_(order)
+        mine = order[distributed.rank() * local : (distributed.rank() + 1) * local]
+        keys = self.key_projector(self.key_model.forward_features(everything[mine]))
+        keys = F.normalize(keys.float(), dim=-1)
+        # Undo the shuffle: gather everyone's keys, put them back in global order.
+        all_keys = torch.empty(everything.shape[0], keys.shape[1], device=keys.device)
+        all_keys[order] = distributed.gather_no_grad(keys)
+        return all_keys
+
+    @torch.no_grad()
+    def _enqueue(self, keys: list[torch.Tensor]) -> None:
+        size = self.queue.shape[1]
+        n = keys[0].shape[0]
+        idx = (self.queue_ptr + torch.arange(n, device=self.queue.device)) % size
+        for view, k in enumerate(keys):
+            self.queue[view, idx] = k.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+
+    def forward(self, feats: torch.Tensor, margin: float) -> tuple[torch.Tensor, dict]:
+        """``feats``: (B, 2, n_mels, T) log-mels of two views -> (loss, metrics)."""
+        batch = feats.shape[0]
+        views = feats.transpose(0, 1)
+        queries = self.projector(self.model.forward_features(views.flatten(0, 1)))
+        queries = F.normalize(queries, dim=-1)
+        q = [queries[:batch], queries[batch:]]
+        self._update_key_encoder()
+        start = distributed.rank() * batch
+        all_keys = [self._keys(views[v]) for v in (0, 1)]
+        keys = [k[start : start + batch] for k in all_keys]
+        # Query of view v: positive = key of the other view, negatives = that view's queue.
+        pairs = [(0, 1), (1, 0)] if self.loss_cfg.symmetric else [(0, 1)]
+        losses, accuracies = [], []
+        for qv, kv in pairs:
+            positive = (q[qv] * keys[kv]).sum(dim=1, keepdim=True)
+            negatives = q[qv] @ self.queue[kv].clone().T
+            cos = torch.cat([positive, negatives], dim=1)
+            target = torch.zeros(batch, dtype=torch.long, device=cos.device)
+            loss, acc = margin_logits_loss(cos, target, self.loss_cfg.scale, margin, None)
+            losses.append(loss)
+            accuracies.append(acc)
+        self._enqueue(all_keys)
+        return torch.stack(losses).mean(), {"accuracy": torch.stack(accuracies).mean()}

@@ -1,0 +1,80 @@
+"""Atomic training checkpoints, safe loading, and averaging into the final model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from sslsv.fileio import atomic_write
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^(epoch|step)-(\d+)\.pt$")
+
+
+def save_atomic(obj: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file, fsync, rename: a killed write leaves no damage."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def load_safe(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def checkpoint_files(ckpt_dir: Path, steps_per_epoch: int) -> list[tuple[int, Path]]:
+    """(global step, path) of every checkpoint, oldest first."""
+    found = []
+    for path in ckpt_dir.glob("*.pt") if ckpt_dir.is_dir() else []:
+        m = _NAME.match(path.name)
+        if m:
+            n = int(m.group(2))
+            found.append((n * steps_per_epoch if m.group(1) == "epoch" else n, path))
+    return sorted(found)
+
+
+def load_latest(ckpt_dir: Path, steps_per_epoch: int) -> dict | None:
+    """Newest readable checkpoint; an unreadable one is reported and the next older tried."""
+    for _, path in reversed(checkpoint_files(ckpt_dir, steps_per_epoch)):
+        try:
+            state = load_safe(path)
+            log.info("resuming from %s (epoch %d, step %d)", path, state["epoch"], state["step"])
+            return state
+        except Exception as e:  # a damaged file must not stop a resume from an older one
+            log.warning("skipping unreadable checkpoint %s: %s", path, e)
+    return None
+
+
+def prune(ckpt_dir: Path, steps_per_epoch: int, keep: int) -> None:
+    """Keep the ``keep`` newest epoch checkpoints and no step checkpoint older than them."""
+    files = checkpoint_files(ckpt_dir, steps_per_epoch)
+    epochs = [(s, p) for s, p in files if p.name.startswith("epoch-")]
+    doomed = [p for _, p in epochs[:-keep]] if keep > 0 else []
+    if epochs:
+        newest_epoch_step = epochs[-1][0]
+        doomed += [p for s, p in files if p.name.startswith("step-") and s <= newest_epoch_step]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+
+
+def average_epoch_models(ckpt_dir: Path, steps_per_epoch: int, last: int) -> dict:
+    """Mean of the ``model`` weights of the ``last`` newest epoch checkpoints."""
+    epochs = [
+        p for _, p in checkpoint_files(ckpt_dir, steps_per_epoch) if p.name.startswith("epoch-")
+    ]
+    chosen = epochs[-max(1, last) :]
+    if not chosen:
+        raise FileNotFoundError(f"{ckpt_dir}: no epoch checkpoint to average")
+    states = [load_safe(p)["model"] for p in chosen]
+    averaged = {}
+    for key, value in states[-1].items():
+        if value.is_floating_point():
+            averaged[key] = sum(s[key] for s in states) / len(states)
+        else:  # counters such as num_batches_tracked
+            averaged[key] = value
+    log.info("final model: average of %s", ", ".join(p.name for p in chosen))
+    return averaged

@@ -1,0 +1,273 @@
+"""SSL training loop: single process or torchrun/DDP, CPU or CUDA, exact resume.
+
+Per step: raw waveform crops -> device -> augmentation (whole batch) -> log-mels -> method.
+Random choices come from generators seeded by (seed, epoch, step, rank), so a resumed run
+repeats an uninterrupted one; checkpoints also hold optimizer, scheduler, queue and RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sslsv.config import Config, config_to_dict
+from sslsv.data.dataset import CropPairDataset, GlobalBatchSampler
+from sslsv.losses import margin_at
+from sslsv.methods import build_method
+from sslsv.models.embedding import EmbeddingModel, model_payload
+from sslsv.train import checkpoint, distributed
+
+log = logging.getLogger(__name__)
+
+
+def build_augmenter(cfg: Config, device: torch.device):
+    """The configured waveform augmenter, or None.
+
+    A noise category or RIR set whose data dir does not exist (say, music when neither
+    MUSAN nor music files were given to stage 0) is left out with a warning naming it.
+    """
+    if not cfg.augment.enabled:
+        return None
+    from sslsv.data.augment import build_augmenter_from_config
+
+    aug = cfg.augment
+    present = {}
+    for name, category in aug.noise.items():
+        if (Path(category.data_dir) / "wav.scp").is_file():
+            present[name] = category
+        else:
+            log.warning(
+                "augment.noise.%s: no data dir at %s; category not used", name, category.data_dir
+            )
+    rir_dir = aug.rir_dir
+    if rir_dir and not (Path(rir_dir) / "wav.scp").is_file():
+        log.warning("augment.rir_dir: no data dir at %s; no reverberation", rir_dir)
+        rir_dir = ""
+    aug = dataclasses.replace(aug, noise=present, rir_dir=rir_dir)
+    crop = round(cfg.train.crop_seconds * cfg.features.sample_rate)
+    return build_augmenter_from_config(aug, cfg.features.sample_rate, device, num_samples=crop)
+
+
+def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    return (((seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 + rank) % (2**63 - 1)
+
+
+def _model_state(method: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k[len("model.") :]: v for k, v in method.state_dict().items() if k.startswith("model.")}
+
+
+class Trainer:
+    def __init__(
+        self, cfg: Config, train_dir: str | Path, exp_dir: str | Path, device: str = "cpu"
+    ) -> None:
+        self.cfg = cfg
+        self.exp_dir = Path(exp_dir)
+        self.ckpt_dir = self.exp_dir / "checkpoints"
+        self.device = distributed.init_from_env(device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        tc = cfg.train
+        if tc.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(tc.seed)
+        model = EmbeddingModel(cfg)
+        self.method = build_method(cfg, model).to(self.device)
+        if self.rank == 0 and not (self.exp_dir / "init.pt").exists():
+            # The untrained encoder, scored beside the trained one to show what training adds.
+            checkpoint.save_atomic(
+                model_payload(config_to_dict(cfg), _model_state(self.method)),
+                self.exp_dir / "init.pt",
+            )
+        if self.world > 1 and tc.sync_batchnorm:
+            if self.device.type == "cuda":
+                self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+            else:
+                log.warning("train.sync_batchnorm: not supported on CPU; batch norm is per process")
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(
+            params, lr=tc.lr, weight_decay=tc.weight_decay, fused=self.device.type == "cuda"
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay
+        )
+        crop = int(tc.crop_seconds * cfg.features.sample_rate)
+        self.dataset = CropPairDataset(train_dir, crop, tc.seed, cfg.features.sample_rate)
+        self.sampler = GlobalBatchSampler(
+            len(self.dataset), tc.batch_size, tc.seed, self.rank, self.world
+        )
+        self.steps_per_epoch = self.sampler.steps_per_epoch()
+        self.loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            num_workers=tc.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=tc.num_workers > 0,
+            prefetch_factor=4 if tc.num_workers > 0 else None,
+        )
+        self.augmenter = build_augmenter(cfg, self.device)
+        self.epoch, self.step = 0, 0  # position: next step to run
+        self._resume()
+        self.forward = self.method
+        if self.world > 1:
+            self.forward = DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if tc.compile:
+            self.method.model.encoder.compile()
+        self.writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.exp_dir / "tensorboard"))
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": config_to_dict(self.cfg),
+            "model": _model_state(self.method),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "world_size": self.world,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def _resume(self) -> None:
+        state = checkpoint.load_latest(self.ckpt_dir, self.steps_per_epoch)
+        if state is None:
+            return
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def save(self, epoch_end: bool) -> None:
+        if self.rank != 0:
+            return
+        if epoch_end:
+            name = f"epoch-{self.epoch:04d}.pt"
+        else:
+            name = f"step-{self.epoch * self.steps_per_epoch + self.step:09d}.pt"
+        checkpoint.save_atomic(self.state_dict(), self.ckpt_dir / name)
+        keep = max(self.cfg.train.keep_checkpoints, self.cfg.train.average_last)
+        checkpoint.prune(self.ckpt_dir, self.steps_per_epoch, keep)
+
+    # -- training ------------------------------------------------------------------------
+    def train_step(self, waves: torch.Tensor, epoch: int, step: int) -> tuple[float, float]:
+        tc = self.cfg.train
+        waves = waves.to(self.device, non_blocking=True)
+        batch, views, length = waves.shape
+        flat = waves.reshape(batch * views, length)
+        if self.augmenter is not None:
+            generator = torch.Generator().manual_seed(_step_seed(tc.seed, epoch, step, self.rank))
+            flat = self.augmenter.augment(flat, generator)
+        total_steps = tc.epochs * self.steps_per_epoch
+        margin = margin_at(
+            (epoch * self.steps_per_epoch + step) / total_steps,
+            self.cfg.loss.margin,
+            self.cfg.loss.margin_warmup,
+        )
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if tc.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            feats = self.method.model.fbank(flat)
+            feats = feats.reshape(batch, views, *feats.shape[1:])
+            loss, metrics = self.forward(feats, margin)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), metrics["accuracy"], margin
+
+    def fit(self) -> None:
+        tc = self.cfg.train
+        log_file = None
+        if self.rank == 0:
+            (self.exp_dir / "log").mkdir(parents=True, exist_ok=True)
+            log_file = open(self.exp_dir / "log" / "train.log", "a", encoding="utf-8")
+        try:
+            while self.epoch < tc.epochs:
+                self._run_epoch(log_file)
+        finally:
+            if log_file:
+                log_file.close()
+            if self.writer:
+                self.writer.close()
+        if self.rank == 0:
+            averaged = checkpoint.average_epoch_models(
+                self.ckpt_dir, self.steps_per_epoch, tc.average_last
+            )
+            checkpoint.save_atomic(
+                model_payload(config_to_dict(self.cfg), averaged), self.exp_dir / "final.pt"
+            )
+        distributed.barrier()
+
+    def _run_epoch(self, log_file) -> None:
+        tc = self.cfg.train
+        epoch = self.epoch
+        self.method.train()
+        self.sampler.set_position(epoch, self.step)
+        start_time, utts, loss_sum, acc_sum, count = time.time(), 0, 0.0, 0.0, 0
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step,
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+            disable=self.rank != 0,
+            dynamic_ncols=True,
+        )
+        for waves in self.loader:
+            step = self.step
+            loss, accuracy, margin = self.train_step(waves, epoch, step)
+            self.step += 1
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1} step {step}")
+            loss_sum, acc_sum, count = loss_sum + loss_value, acc_sum + float(accuracy), count + 1
+            utts += tc.batch_size
+            speed = utts / max(time.time() - start_time, 1e-9)
+            bar.set_postfix(loss=f"{loss_value:.3f}", utt_s=f"{speed:.0f}")
+            bar.update(1)
+            global_step = epoch * self.steps_per_epoch + step
+            if self.writer and global_step % tc.log_every == 0:
+                self.writer.add_scalar("train/loss", loss_value, global_step)
+                self.writer.add_scalar("train/accuracy", float(accuracy), global_step)
+                self.writer.add_scalar("train/margin", margin, global_step)
+                self.writer.add_scalar(
+                    "train/lr", self.optimizer.param_groups[0]["lr"], global_step
+                )
+                self.writer.add_scalar("train/utts_per_second", speed, global_step)
+        bar.close()
+        self.epoch, self.step = epoch + 1, 0
+        self.scheduler.step()
+        if self.epoch % tc.checkpoint_every == 0 or self.epoch == tc.epochs:
+            self.save(epoch_end=True)
+        if log_file:
+            elapsed = time.time() - start_time
+            lr = self.optimizer.param_groups[0]["lr"]
+            line = (
+                f"epoch {self.epoch} loss {loss_sum / max(count, 1):.4f} "
+                f"accuracy {acc_sum / max(count, 1):.4f} lr {lr:.3g} "
+                f"utts/s {utts / max(elapsed, 1e-9):.1f} time {elapsed:.1f}s"
+            )
+            log_file.write(line + "\n")
+            log_file.flush()
+            log.info(line)

@@ -1,0 +1,43 @@
+"""Shared fixtures: small data dirs of generated audio (no corpus needed)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sslsv.data.datadir import write_spk2utt
+from sslsv.fileio import write_table
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def make_tone_data_dir(root: Path, speakers: int = 4, utts: int = 4, seconds: float = 2.5) -> Path:
+    """Speaker k: harmonic tones around its own pitch, with noise; utterances vary."""
+    rng = np.random.default_rng(0)
+    wav_dir, data_dir = root / "wav dir", root / "data"
+    wav_dir.mkdir(parents=True)
+    wavs, utt2spk, utt2dur = {}, {}, {}
+    for s in range(speakers):
+        f0 = 100 + 40 * s
+        for u in range(utts):
+            n = int(16000 * (seconds + 0.5 * u / utts))
+            t = np.arange(n) / 16000
+            f = f0 * (1 + 0.05 * rng.standard_normal())
+            x = sum(np.sin(2 * np.pi * f * h * t) / h for h in range(1, 6))
+            x = 0.1 * x + 0.01 * rng.standard_normal(n)
+            utt = f"spk{s}-utt{u}"
+            path = wav_dir / f"{utt}.wav"
+            sf.write(path, x.astype(np.float32), 16000, subtype="PCM_16")
+            wavs[utt], utt2spk[utt], utt2dur[utt] = str(path), f"spk{s}", f"{n / 16000:.4f}"
+    write_table(data_dir / "wav.scp", wavs)
+    write_table(data_dir / "utt2spk", utt2spk)
+    write_table(data_dir / "utt2dur", utt2dur)
+    write_spk2utt(data_dir)
+    return data_dir
+
+
+@pytest.fixture
+def tone_data_dir(tmp_path: Path) -> Path:
+    return make_tone_data_dir(tmp_path)

@@ -1,0 +1,147 @@
+"""End to end: egs/mini/run.sh stages 0-5 on a tiny corpus, reruns, and bad input."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+TINY_CONFIG = """
+base: simclr_ntxent_am.yaml
+experiment: tiny
+encoder:
+  args: {channels: [4, 8, 8, 16], blocks: [1, 1, 1, 1], embed_dim: 16, stem_stride: [2, 2]}
+train: {epochs: 2, batch_size: 16, num_workers: 0, average_last: 1}
+"""
+
+TINY_ARGS = ["--num-speakers", "12", "--utts-per-speaker", "5", "--num-test-speakers", "4",
+             "--trials-per-utt", "6", "--num-rirs", "4", "--config", "conf/tiny.yaml"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    """A recipe directory of links to egs/mini, like a user's copy for a new experiment."""
+    work = tmp_path_factory.mktemp("mini recipe")  # a space in the path, on purpose
+    mini = REPO / "egs" / "mini"
+    for name in ("run.sh", "path.sh", "utils", "local"):
+        os.symlink(mini / name, work / name)
+    (work / "conf").mkdir()
+    for conf in (mini / "conf").glob("*.yaml"):
+        os.symlink(conf, work / "conf" / conf.name)
+    (work / "conf" / "tiny.yaml").write_text(TINY_CONFIG)
+    return work
+
+
+def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    return subprocess.run(
+        ["bash", str(recipe / "run.sh"), *TINY_ARGS, *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+
+
+def brute_force_eer(scores: list[float], labels: list[bool]) -> float:
+    """Sweep every threshold; EER where miss and false-alarm rates cross (interpolated)."""
+    thresholds = sorted(set(scores))
+    n_tar, n_non = sum(labels), len(labels) - sum(labels)
+    points = []
+    for t in [thresholds[0] - 1, *thresholds]:
+        miss = sum(1 for s, y in zip(scores, labels) if y and s <= t) / n_tar
+        fa = sum(1 for s, y in zip(scores, labels) if not y and s > t) / n_non
+        points.append((miss, fa))
+    for (m0, f0), (m1, f1) in zip(points, points[1:]):
+        if m0 <= f0 and m1 >= f1:
+            d0, d1 = f0 - m0, m1 - f1
+            w = d0 / (d0 + d1) if d0 + d1 > 0 else 0.0
+            return m0 + w * (m1 - m0)
+    raise AssertionError("rates never cross")
+
+
+@pytest.fixture(scope="module")
+def finished(recipe):
+    result = run(recipe)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return recipe
+
+
+def test_end_to_end_results_match_scores(finished):
+    exp = finished / "exp" / "tiny"
+    results = (exp / "RESULTS").read_text()
+    for model in ("final", "init"):
+        line = next(ln for ln in results.splitlines() if ln.startswith(f"{model} test_trials"))
+        eer = float(re.search(r"EER: ([0-9.]+)%", line).group(1)) / 100
+        assert re.search(r"minDCF\(p=0.01\): [0-9.]+", line)
+        trials = {}
+        for ln in (finished / "data" / "test" / "trials").read_text().splitlines():
+            e, t, y = ln.split()
+            trials[(e, t)] = y == "target"
+        scores, labels = [], []
+        for ln in (exp / f"scores_{model}" / "test_trials.scores").read_text().splitlines():
+            e, t, s = ln.split()
+            scores.append(float(s))
+            labels.append(trials.pop((e, t)))
+        assert not trials, "every trial is scored"
+        assert eer == pytest.approx(brute_force_eer(scores, labels), abs=1e-4)
+    assert (exp / "plots_final" / "test_trials" / "det.png").stat().st_size > 0
+
+
+def test_single_stage_rerun_reuses_outputs(finished):
+    emb = finished / "exp" / "tiny" / "embeddings_final" / "test" / "embeddings.scp"
+    before = emb.stat().st_mtime_ns
+    result = run(finished, "--stage", "3", "--stop-stage", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "up to date" in result.stderr
+    assert emb.stat().st_mtime_ns == before
+
+
+def test_unknown_option_and_bad_stage(recipe):
+    result = run(recipe, "--no-such-option", "1")
+    assert result.returncode != 0 and "--no-such-option" in result.stderr
+    result = run(recipe, "--stage", "7")
+    assert result.returncode != 0 and "stages are 0 to 5" in result.stderr
+
+
+def test_unknown_config_key_is_named(recipe, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: bad\ntrain: {epohcs: 3}\n")
+    result = run(recipe, "--config", str(bad), "--stage", "2", "--stop-stage", "2")
+    assert result.returncode != 0 and "train.epohcs" in result.stderr
+
+
+def test_missing_audio_is_named_and_nothing_is_lost(finished, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(finished / "data" / "test", data, ignore=shutil.ignore_patterns("split*"))
+    (data / "feats.scp").unlink()
+    lines = (data / "wav.scp").read_text().splitlines()
+    victim = lines[3].split()[0]
+    lines[3] = f"{victim} {tmp_path}/gone.wav"
+    (data / "wav.scp").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "emb"
+    result = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), "-m", "sslsv.bin.extract", "--checkpoint",
+         str(finished / "exp" / "tiny" / "final.pt"), "--data", str(data), "--output", str(out),
+         "--nj", "2"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert victim in result.stderr and "gone.wav" in result.stderr
+    # The job that did not meet the bad file kept its finished output.
+    assert (out / "embeddings.2.scp").exists()
+
+
+def test_trial_without_embedding_is_named(finished, tmp_path):
+    exp = finished / "exp" / "tiny"
+    trials = tmp_path / "trials"
+    first = (finished / "data" / "test" / "trials").read_text().splitlines()[0].split()
+    trials.write_text(f"{first[0]} ghost-utt nontarget\n")
+    emb = exp / "embeddings_final" / "test" / "embeddings.scp"
+    result = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), "-m", "sslsv.bin.score", "--backend", "cosine",
+         "--trials", str(trials),
+         "--enroll", str(emb), "--test", str(emb), "--output", str(tmp_path / "s")],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode != 0 and "ghost-utt" in result.stderr

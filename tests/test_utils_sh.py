@@ -1,0 +1,219 @@
+"""utils/*.sh: option parsing and the data-dir wrappers, run through bash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sslsv.fileio import read_dict
+
+REPO = Path(__file__).resolve().parents[1]
+UTILS = REPO / "utils"
+
+
+def run(args: list[str], cwd: Path | None = None, stdin: str | None = None):
+    env = dict(os.environ, SSLSV_PYTHON=sys.executable)
+    return subprocess.run(
+        ["bash", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    """A recipe-like script that sources parse_options.sh and prints what it got."""
+    path = tmp_path / "run.sh"
+    path.write_text(
+        "#!/usr/bin/env bash\n"
+        "set -euo pipefail\n"
+        "stage=0\n"
+        "stop_stage=5\n"
+        "nj=4\n"
+        'corpus_dir="/data/my corpus"\n'
+        "config=conf/a.yaml\n"
+        'help_message="Usage: run.sh [options] [args]"\n'
+        f'. "{UTILS}/parse_options.sh"\n'
+        'printf "stage=%s\\nstop_stage=%s\\nnj=%s\\ncorpus_dir=%s\\nconfig=%s\\n" '
+        '"$stage" "$stop_stage" "$nj" "$corpus_dir" "$config"\n'
+        'printf "arg=%s\\n" "$@"\n'
+    )
+    return path
+
+
+def parsed(result) -> dict[str, str]:
+    assert result.returncode == 0, result.stderr
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+def test_parse_options_accepts_known_options(script: Path, tmp_path: Path) -> None:
+    out = parsed(
+        run(
+            [
+                script,
+                "--stage",
+                "2",
+                "--stop-stage=3",
+                "--nj",
+                "8",
+                "--corpus-dir",
+                "/a b/c d",
+                "--config=conf/x y.yaml",
+                "pos one",
+                "two",
+            ]
+        )  # fmt: skip
+    )
+    assert out["stage"] == "2" and out["stop_stage"] == "3" and out["nj"] == "8"
+    assert out["corpus_dir"] == "/a b/c d" and out["config"] == "conf/x y.yaml"
+    args = [line[4:] for line in run([script, "--nj", "1", "pos one", "--x"]).stdout.splitlines()
+            if line.startswith("arg=")]  # fmt: skip
+    assert args == ["pos one", "--x"]  # parsing stops at the first positional argument
+
+
+def test_parse_options_never_evaluates_values(script: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    out = parsed(run([script, "--corpus-dir", f"$(touch {marker})", "--nj=`touch {marker}`"]))
+    assert out["corpus_dir"] == f"$(touch {marker})"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus-opt", "1"], "unknown option --bogus-opt"),
+        (["--path", "/tmp"], "unknown option --path"),
+        (["--PATH", "/tmp"], "invalid option --PATH"),
+        (["--stage", "two"], "option --stage needs an integer, got 'two'"),
+        (["--nj"], "option --nj needs a value"),
+    ],
+)
+def test_parse_options_rejects(script: Path, args: list[str], message: str) -> None:
+    result = run([script, *args])
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "stage=" not in result.stdout
+
+
+def test_parse_options_help(script: Path) -> None:
+    result = run([script, "--nj", "3", "--help"])
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Usage: run.sh [options] [args]"
+    table = {line.split()[0]: line.split(None, 1)[1:] for line in lines[2:]}
+    assert table["--nj"] == ["3"] and table["--stage"] == ["0"]
+    assert table["--corpus-dir"] == ["/data/my corpus"] and "--help-message" not in table
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """data dir 'my data' with real audio: speakers a (3 utts), b (2), c (1)."""
+    d = tmp_path / "my data"
+    d.mkdir()
+    wav, utt2spk = [], []
+    for spk, n in (("a", 3), ("b", 2), ("c", 1)):
+        for i in range(n):
+            utt = f"{spk}-{i}"
+            path = tmp_path / "audio dir" / f"{utt}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, np.zeros(8000 + 1000 * i, dtype=np.int16), 16000)
+            wav.append(f"{utt} {path}\n")
+            utt2spk.append(f"{utt} {spk}\n")
+    (d / "wav.scp").write_text("".join(wav))
+    (d / "utt2spk").write_text("".join(utt2spk))
+    (d / "spk2utt").write_text("a a-0 a-1 a-2\nb b-0 b-1\nc c-0\n")
+    return d
+
+
+def test_wrappers_on_a_tiny_data_dir(tiny: Path, tmp_path: Path) -> None:
+    result = run([UTILS / "utt2spk_to_spk2utt.sh", tiny / "utt2spk"])
+    assert result.returncode == 0 and result.stdout == (tiny / "spk2utt").read_text()
+    result = run([UTILS / "utt2spk_to_spk2utt.sh"], stdin=(tiny / "utt2spk").read_text())
+    assert result.stdout == (tiny / "spk2utt").read_text()
+
+    assert run([UTILS / "data" / "get_utt2dur.sh", "--nj", "2", tiny]).returncode == 0
+    assert read_dict(tiny / "utt2dur")["a-2"] == repr(10000 / 16000)
+    result = run([UTILS / "validate_data_dir.sh", tiny])
+    assert result.returncode == 0, result.stderr
+
+    result = run([UTILS / "split_data.sh", tiny, "2"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == [str(tiny / "split2" / "1"), str(tiny / "split2" / "2")]
+    assert [len(read_dict(tiny / "split2" / i / "utt2spk")) for i in "12"] == [3, 3]
+    assert run([UTILS / "split_data.sh", "--per-spk", tiny, "3"]).returncode == 0
+    assert read_dict(tiny / "split3spk" / "1" / "utt2spk") == {"a-0": "a", "a-1": "a", "a-2": "a"}
+
+    (tmp_path / "spks").write_text("b\nc\n")
+    result = run(
+        [UTILS / "subset_data_dir.sh", "--spk-list", tmp_path / "spks", tiny, tmp_path / "bc"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(read_dict(tmp_path / "bc" / "utt2spk")) == ["b-0", "b-1", "c-0"]
+    assert (
+        run([UTILS / "subset_data_dir.sh", "--first", "2", tiny, tmp_path / "f2"]).returncode == 0
+    )
+    assert list(read_dict(tmp_path / "f2" / "utt2spk")) == ["a-0", "a-1"]
+    (tmp_path / "utts").write_text("c-0\n")
+    assert run([UTILS / "subset_data_dir.sh", "--utt-list", tmp_path / "utts", tiny,
+                tmp_path / "u"]).returncode == 0  # fmt: skip
+    assert list(read_dict(tmp_path / "u" / "utt2spk")) == ["c-0"]
+
+    result = run([UTILS / "combine_data.sh", tmp_path / "all", tmp_path / "f2", tmp_path / "bc"])
+    assert result.returncode == 0, result.stderr
+    assert list(read_dict(tmp_path / "all" / "utt2spk")) == ["a-0", "a-1", "b-0", "b-1", "c-0"]
+    result = run([UTILS / "combine_data.sh", tmp_path / "dup", tmp_path / "f2", tiny])
+    assert result.returncode == 1 and "'a-0' is in both" in result.stderr
+
+    # Break the dir: validate names the problem, fix repairs it and reports.
+    lines = (tiny / "wav.scp").read_text().splitlines(keepends=True)
+    (tiny / "wav.scp").write_text("".join(lines[:-1]))
+    result = run([UTILS / "validate_data_dir.sh", "--no-wav-check", tiny])
+    assert (
+        result.returncode == 1 and "wav.scp: 1 utterances are missing, e.g. 'c-0'" in result.stderr
+    )
+    result = run([UTILS / "fix_data_dir.sh", tiny])
+    assert result.returncode == 0, result.stderr
+    assert "dropped 1" in result.stderr
+    assert (tiny / ".backup" / "dropped").read_text() == "c-0 not in wav.scp\n"
+    assert (tiny / "spk2utt").read_text() == "a a-0 a-1 a-2\nb b-0 b-1\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate_data_dir.sh"],
+        ["validate_data_dir.sh", "a", "b"],
+        ["validate_data_dir.sh", "--bad", "a"],
+        ["fix_data_dir.sh"],
+        ["combine_data.sh", "only-dest"],
+        ["subset_data_dir.sh", "src", "dest"],
+        ["subset_data_dir.sh", "--first", "2", "--spk-list", "f", "src", "dest"],
+        ["split_data.sh", "dir"],
+        ["split_data.sh", "dir", "two"],
+        ["utt2spk_to_spk2utt.sh", "a", "b"],
+        ["data/get_utt2dur.sh", "--nj"],
+        ["data/get_utt2dur.sh", "a", "b"],
+    ],
+)
+def test_wrappers_print_usage_on_bad_args(args: list[str]) -> None:
+    result = run([UTILS / args[0], *args[1:]])
+    assert result.returncode == 1
+    assert "Usage:" in result.stderr
+
+
+def test_voxceleb_local_prepare_data_requires_a_corpus() -> None:
+    script = REPO / "egs" / "voxceleb" / "local" / "prepare_data.sh"
+    result = run([script])
+    assert result.returncode == 1 and "give at least one of --voxceleb1-root" in result.stderr
+    result = run([script, "--help"])
+    assert result.returncode == 0 and "--voxceleb2-root" in result.stdout
