@@ -19,6 +19,8 @@ __po_usage() {
   [ -n "${help_message:-}" ] && printf '%s\n' "$help_message"
   printf 'Options (current values):\n'
   local __po_script="$0" __po_line __po_var
+  # Recipes cd into their own directory first, which can break a relative $0.
+  [ -f "$__po_script" ] || __po_script="./$(basename "$0")"
   if [ -f "$__po_script" ]; then
     while IFS= read -r __po_line || [ -n "$__po_line" ]; do
       case "$__po_line" in
