@@ -22,6 +22,8 @@ setup(
         "espeakng-loader==0.2.4",
         # Image-source room simulation for the simulated RIR set (when there is no RIRS_NOISES).
         "pyroomacoustics>=0.10",
+        # Keeps torch and numpy/scipy thread pools from fighting over the cores (back end).
+        "threadpoolctl>=3.0",
         # DET and score-histogram plots.
         "matplotlib>=3.7",
         # TensorBoard scalars written by the trainer.

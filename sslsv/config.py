@@ -121,10 +121,17 @@ class ExtractConfig:
 
 @dataclass
 class ScoringConfig:
-    backend: str = "cosine"
-    subtract_mean: bool = True  # subtract the mean training embedding (label-free)
-    norm: str = "none"
-    top_k: int = 300
+    """Stages 4-5. ``cosine`` with mean subtraction and per-utterance cohorts is label-free;
+    ``plda`` (and LDA) and ``cohort_speaker_means`` use the training set's speaker labels."""
+
+    backend: str = "cosine"  # cosine | plda
+    subtract_mean: bool = True  # cosine: subtract the mean training embedding
+    lda_dim: int = 0  # plda: LDA dimension before PLDA (0: none)
+    whiten: bool = False  # plda: whiten before LDA/PLDA
+    plda_iters: int = 10
+    norm: str = "none"  # none | z | t | s | as, cohort = the training set's embeddings
+    top_k: int = 300  # as-norm: cohort scores per side
+    cohort_speaker_means: bool = False
     p_target: list[float] = field(default_factory=lambda: [0.01])
 
 

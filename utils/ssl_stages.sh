@@ -5,9 +5,13 @@
 #          optionally the array train_overrides (KEY=VALUE config overrides for training).
 # Each stage is one command per data set; finished outputs are reused, not redone.
 
-scoring_backend=$(python -m sslsv.bin.config --config "$config" --get scoring.backend)
-subtract_mean=$(python -m sslsv.bin.config --config "$config" --get scoring.subtract_mean)
-p_targets=$(python -m sslsv.bin.config --config "$config" --get scoring.p_target)
+{
+  read -r scoring_backend; read -r subtract_mean; read -r lda_dim; read -r whiten
+  read -r plda_iters; read -r norm; read -r top_k; read -r cohort_speaker_means; read -r p_targets
+} < <(python -m sslsv.bin.config --config "$config" --get scoring.backend scoring.subtract_mean \
+  scoring.lda_dim scoring.whiten scoring.plda_iters scoring.norm scoring.top_k \
+  scoring.cohort_speaker_means scoring.p_target)
+[ -n "$p_targets" ] || die "could not read the scoring section of $config"
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: log-mel features of: $train_set $test_sets"
@@ -36,18 +40,29 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   for model in $models; do
-    mean_opt=()
-    if [ "$subtract_mean" = True ]; then
-      mean_opt=(--mean-from "$exp_dir/embeddings_$model/$mean_set/embeddings.scp")
+    # The training subset's embeddings: mean, PLDA training data and cohort.
+    train_emb="$exp_dir/embeddings_$model/$mean_set/embeddings.scp"
+    score_opts=(--backend "$scoring_backend")
+    if [ "$scoring_backend" = cosine ] && [ "$subtract_mean" = True ]; then
+      score_opts+=(--mean-from "$train_emb")
+    fi
+    if [ "$scoring_backend" = plda ]; then
+      score_opts+=(--train "$train_emb" --train-utt2spk "data/$mean_set/utt2spk"
+        --lda-dim "$lda_dim" --plda-iters "$plda_iters"
+        --backend-model "$exp_dir/backend_$model/plda.npz")
+      [ "$whiten" = True ] && score_opts+=(--whiten)
+    fi
+    if [ "$norm" != none ]; then
+      score_opts+=(--norm "$norm" --cohort "$train_emb" --top-k "$top_k")
+      [ "$cohort_speaker_means" = True ] && score_opts+=(--cohort-utt2spk "data/$mean_set/utt2spk")
     fi
     for set in $test_sets; do
       for trials in "data/$set"/trials*; do
         name=${set}_$(basename "$trials")
-        log "stage 4: $scoring_backend scores of $trials with $model.pt"
+        log "stage 4: $scoring_backend scores (norm $norm) of $trials with $model.pt"
         emb="$exp_dir/embeddings_$model/$set/embeddings.scp"
-        python -m sslsv.bin.score --backend "$scoring_backend" --trials "$trials" \
-          --enroll "$emb" --test "$emb" "${mean_opt[@]}" \
-          --output "$exp_dir/scores_$model/$name.scores"
+        python -m sslsv.bin.score "${score_opts[@]}" --trials "$trials" \
+          --enroll "$emb" --test "$emb" --output "$exp_dir/scores_$model/$name.scores"
       done
     done
   done

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -233,6 +234,8 @@ class Trainer:
             desc=f"epoch {epoch + 1}/{tc.epochs}",
             disable=self.rank != 0,
             dynamic_ncols=True,
+            # In a log file (no terminal) a line every 30 s is plenty.
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
         )
         for waves in self.loader:
             step = self.step
