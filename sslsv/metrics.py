@@ -39,7 +39,9 @@ __all__ = [
     "compute_eer",
     "compute_metrics",
     "compute_min_dcf",
+    "check_unique_pairs",
     "det_curve",
+    "id_codes",
     "pair_codes",
     "plot_det",
     "plot_score_histograms",
@@ -147,7 +149,14 @@ def _min_dcf(
 
 
 def compute_eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """``(eer, threshold)``: EER as a fraction in [0, 1], interpolated as in the module doc."""
+    """``(eer, threshold)``: the EER as a fraction in [0, 1], and its threshold.
+
+    With ``d_k = P_miss(k) - P_fa(k)`` over the operating points of :func:`det_curve` and
+    ``i`` the first point with ``d_i >= 0``, the rates are interpolated linearly between
+    points ``i - 1`` and ``i`` at ``alpha = d_{i-1} / (d_{i-1} - d_i)``, where they are
+    equal; the threshold is interpolated the same way (``thresholds[i - 1]`` if point ``i``
+    is the accept-nothing point).
+    """
     return _eer(*det_curve(scores, labels))
 
 
@@ -252,16 +261,18 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     return enrolls, tests, np.asarray(values, dtype=np.float64)
 
 
-def pair_codes(enrolls: Sequence[str], tests: Sequence[str], vocab: dict[str, int]) -> np.ndarray:
-    """One int64 per (enroll, test) pair, so pairs compare and sort as integers.
+def id_codes(ids: Sequence[str], vocab: dict[str, int]) -> np.ndarray:
+    """Utterance ids as int64 codes; ``vocab`` (id -> code, in first-seen order) is
+    extended in place, so codes from one ``vocab`` are comparable."""
+    return np.fromiter(
+        (vocab.setdefault(u, len(vocab)) for u in ids), dtype=np.int64, count=len(ids)
+    )
 
-    ``vocab`` maps utterance ids to ints and is extended in place; share it between the
-    lists to be compared, and do not grow it past 2**31 ids.
-    """
-    codes = np.empty((2, len(enrolls)), dtype=np.int64)
-    for row, ids in enumerate((enrolls, tests)):
-        codes[row] = [vocab.setdefault(u, len(vocab)) for u in ids]
-    return codes[0] * (1 << 31) + codes[1]
+
+def pair_codes(enroll_codes: np.ndarray, test_codes: np.ndarray) -> np.ndarray:
+    """One int64 per (enroll, test) pair of id codes (fewer than 2**31 distinct ids), so
+    pairs compare and sort as integers."""
+    return enroll_codes * (1 << 31) + test_codes
 
 
 def _first_duplicates(codes: np.ndarray, n: int = 3) -> np.ndarray:
@@ -279,7 +290,8 @@ def check_unique_pairs(
     path: str | os.PathLike, enrolls: Sequence[str], tests: Sequence[str], codes: np.ndarray
 ) -> None:
     """Refuse a list naming a pair twice: matching by (enroll, test) would be ambiguous."""
-    if len(np.unique(codes)) != len(codes):
+    ordered = np.sort(codes)  # (a plain sort beats np.unique's hashing here)
+    if np.any(ordered[1:] == ordered[:-1]):
         dup = _first_duplicates(codes)
         raise DataError(
             f"{path}: duplicate (enroll test) pair(s), e.g. line(s) "
@@ -302,16 +314,19 @@ def scores_for_trials(
     del trials
     s_enroll, s_test, values = read_scores(scores_path)
     vocab: dict[str, int] = {}
-    trial_codes = pair_codes(t_enroll, t_test, vocab)
-    score_codes = pair_codes(s_enroll, s_test, vocab)
+    trial_codes = pair_codes(id_codes(t_enroll, vocab), id_codes(t_test, vocab))
+    score_codes = pair_codes(id_codes(s_enroll, vocab), id_codes(s_test, vocab))
     check_unique_pairs(trials_path, t_enroll, t_test, trial_codes)
     check_unique_pairs(scores_path, s_enroll, s_test, score_codes)
     if np.array_equal(trial_codes, score_codes):  # the usual case: same order
         return values, labels
     order = np.argsort(score_codes)
     sorted_codes = score_codes[order]
-    pos = np.minimum(np.searchsorted(sorted_codes, trial_codes), len(sorted_codes) - 1)
-    found = sorted_codes[pos] == trial_codes if len(sorted_codes) else np.zeros(0, bool)
+    if len(sorted_codes):
+        pos = np.minimum(np.searchsorted(sorted_codes, trial_codes), len(sorted_codes) - 1)
+        found = sorted_codes[pos] == trial_codes
+    else:
+        pos, found = np.zeros(len(trial_codes), np.int64), np.zeros(len(trial_codes), bool)
     if not found.all():
         missing = np.flatnonzero(~found)
         raise DataError(

@@ -1,20 +1,38 @@
-"""Run ``--nj`` jobs of a stage as local processes, Kaldi ``run.pl`` style.
+"""Run the ``--nj`` jobs of a stage, Kaldi ``run.pl`` / ``slurm.pl`` style.
 
-Each job logs to ``LOG_DIR/NAME.JOB.log``; a failure is reported with the job number,
-exit code and the tail of its log.
+Job ``J`` logs to ``LOG_DIR/NAME.J.log``; failures are reported by job number with the exit
+code and the tail of the job's log. Where the jobs run is chosen by the recipe's ``cmd.sh``:
+
+- ``SSLSV_LAUNCHER=local`` (default): ``nj`` processes on this machine.
+- ``SSLSV_LAUNCHER=slurm``: one job array, ``sbatch --wait --array=<jobs>``, running a small
+  wrapper script written to ``LOG_DIR/NAME.sbatch.sh``.
+- ``SSLSV_LAUNCHER=srun``: one ``srun`` per job, for use inside an allocation.
+
+Slurm options (partition, time, memory, GPUs) come from ``SSLSV_SLURM_OPTS``, then
+``SSLSV_SLURM_OPTS_<NAME>`` (``NAME`` upper-cased, e.g. ``SSLSV_SLURM_OPTS_EXTRACT``) whose
+options come later and so take precedence. Both are split like shell words, never executed.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+LAUNCHERS = ("local", "slurm", "srun")
+# Threads per job: what Slurm gave the task, unless OMP_NUM_THREADS is set already.
+_THREADS = 'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}";'
 
 
 class JobsFailed(RuntimeError):
     pass
+
+
+class LauncherError(JobsFailed, ValueError):
+    """The launcher settings are wrong, so no job can run (a JobsFailed for the stages)."""
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -24,38 +42,185 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def launcher_from_env() -> str:
+    launcher = os.environ.get("SSLSV_LAUNCHER", "").strip() or "local"
+    if launcher not in LAUNCHERS:
+        raise LauncherError(
+            f"SSLSV_LAUNCHER={launcher!r}: must be one of {', '.join(LAUNCHERS)} (see cmd.sh)"
+        )
+    return launcher
+
+
+def slurm_options_from_env(name: str) -> list[str]:
+    """``SSLSV_SLURM_OPTS`` then ``SSLSV_SLURM_OPTS_<NAME>``, split into words."""
+    options = []
+    for var in ("SSLSV_SLURM_OPTS", f"SSLSV_SLURM_OPTS_{name.upper()}"):
+        try:
+            options += shlex.split(os.environ.get(var, ""))
+        except ValueError as e:
+            raise LauncherError(f"{var}: cannot split into options: {e}") from None
+    return options
+
+
 def run_jobs(
     command_for_job: Callable[[int], list[str]],
     nj: int,
     log_dir: str | os.PathLike,
     name: str,
     jobs: list[int] | None = None,
+    launcher: str | None = None,
+    slurm_options: Sequence[str] | None = None,
 ) -> None:
-    """Run jobs ``1..nj`` (or just ``jobs``) in parallel; raise JobsFailed naming failures."""
-    log_dir = Path(log_dir)
+    """Run jobs ``1..nj`` (or just ``jobs``) in parallel; raise JobsFailed naming failures.
+
+    ``launcher`` and ``slurm_options`` default to the environment (see the module docstring).
+    """
+    launcher = launcher or launcher_from_env()
+    if launcher not in LAUNCHERS:
+        raise LauncherError(f"launcher {launcher!r}: must be one of {', '.join(LAUNCHERS)}")
+    if slurm_options is None:
+        slurm_options = slurm_options_from_env(name) if launcher != "local" else []
+    log_dir = Path(log_dir).absolute()
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    # Share the cores between jobs instead of letting each grab all of them.
-    threads = max(1, (os.cpu_count() or 1) // max(1, nj))
-    env.setdefault("OMP_NUM_THREADS", str(threads))
-    running = []
-    for job in jobs if jobs is not None else range(1, nj + 1):
-        log_path = log_dir / f"{name}.{job}.log"
-        log = open(log_path, "w", encoding="utf-8")
-        proc = subprocess.Popen(command_for_job(job), stdout=log, stderr=subprocess.STDOUT, env=env)
-        running.append((job, proc, log, log_path))
-    failures = []
-    for job, proc, log, log_path in running:
-        code = proc.wait()
-        log.close()
-        if code != 0:
-            failures.append(
-                f"job {job} failed (exit {code}); {log_path} ends with:\n{_tail(log_path)}"
-            )
+    jobs = list(jobs) if jobs is not None else list(range(1, nj + 1))
+    if not jobs:
+        return
+    if launcher == "slurm":
+        failures = _run_slurm_array(command_for_job, jobs, log_dir, name, list(slurm_options))
+    else:
+        prefix = []
+        if launcher == "srun":
+            prefix = ["srun", "--ntasks=1", f"--job-name=sslsv-{name}", *slurm_options]
+            # A constant script; the job's command reaches it as arguments, never as text.
+            prefix += ["sh", "-c", f'{_THREADS} exec "$@"', "sslsv-job"]
+        failures = _run_processes(command_for_job, nj, jobs, log_dir, name, prefix)
     if failures:
         raise JobsFailed(
-            f"{len(failures)} of {len(running)} {name} jobs failed:\n" + "\n".join(failures)
+            f"{len(failures)} of {len(jobs)} {name} jobs failed:\n" + "\n".join(failures)
         )
+
+
+def _failure(job: int, code: int | None, log_path: Path) -> str:
+    if code is None:
+        what = "did not finish (no exit status: cancelled, out of time or memory?)"
+    else:
+        what = f"failed (exit {code})"
+    return f"job {job} {what}; {log_path} ends with:\n{_tail(log_path)}"
+
+
+def _run_processes(
+    command_for_job: Callable[[int], list[str]],
+    nj: int,
+    jobs: list[int],
+    log_dir: Path,
+    name: str,
+    prefix: list[str],
+) -> list[str]:
+    """One process per job (``prefix`` + command), all at once; the failure messages."""
+    env = dict(os.environ)
+    failures = []
+    if not prefix:
+        # Share this machine's cores between jobs instead of letting each grab all of them.
+        threads = max(1, (os.cpu_count() or 1) // max(1, nj))
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    running = []
+    for job in jobs:
+        log_path = log_dir / f"{name}.{job}.log"
+        with open(log_path, "w", encoding="utf-8") as log:
+            try:
+                proc = subprocess.Popen(
+                    [*prefix, *command_for_job(job)], stdout=log, stderr=subprocess.STDOUT, env=env
+                )
+            except FileNotFoundError as e:  # srun (or the program) is not installed here
+                failures.append(f"job {job} could not start: {e}")
+                continue
+        running.append((job, proc, log_path))
+    for job, proc, log_path in running:
+        code = proc.wait()
+        if code != 0:
+            failures.append(_failure(job, code, log_path))
+    return failures
+
+
+def _exit_file(log_dir: Path, name: str, job: int | str) -> Path:
+    return log_dir / f"{name}.{job}.exit"
+
+
+def _write_array_script(
+    command_for_job: Callable[[int], list[str]], jobs: list[int], log_dir: Path, name: str
+) -> Path:
+    """The sbatch script: runs job ``$SLURM_ARRAY_TASK_ID``, records its exit code."""
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Written by sslsv.parallel: array task J runs job J of {name!r}.",
+        _THREADS,
+        'job="${SLURM_ARRAY_TASK_ID:?not running as a Slurm array task}"',
+        'case "$job" in',
+    ]
+    for job in jobs:
+        lines.append(f"  {job}) {shlex.join(command_for_job(job))} ;;")
+    lines += [
+        '  *) echo "no job $job in this array" >&2; exit 2 ;;',
+        "esac",
+        "code=$?",
+        # Written then renamed, so that the parent never reads a half-written code.
+        f'exit_file={shlex.quote(str(log_dir / name))}."$job".exit',
+        'echo "$code" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"',
+        'exit "$code"',
+    ]
+    script = log_dir / f"{name}.sbatch.sh"
+    tmp = script.with_name(script.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.chmod(0o755)
+    os.replace(tmp, script)
+    return script
+
+
+def _run_slurm_array(
+    command_for_job: Callable[[int], list[str]],
+    jobs: list[int],
+    log_dir: Path,
+    name: str,
+    options: list[str],
+) -> list[str]:
+    """One ``sbatch --wait`` job array over ``jobs``; the failure messages."""
+    for job in jobs:
+        _exit_file(log_dir, name, job).unlink(missing_ok=True)
+        (log_dir / f"{name}.{job}.log").unlink(missing_ok=True)
+    script = _write_array_script(command_for_job, jobs, log_dir, name)
+    submit_log = log_dir / f"{name}.sbatch.log"
+    cmd = [
+        "sbatch",
+        "--wait",
+        f"--array={','.join(map(str, jobs))}",
+        f"--job-name=sslsv-{name}",
+        f"--chdir={os.getcwd()}",
+        f"--output={log_dir / name}.%a.log",
+        *options,
+        str(script),
+    ]
+    with open(submit_log, "w", encoding="utf-8") as out:
+        out.write(shlex.join(cmd) + "\n")
+        out.flush()
+        try:
+            code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+        except FileNotFoundError:
+            return ["sbatch not found: SSLSV_LAUNCHER=slurm needs Slurm's sbatch on PATH"]
+    started = [j for j in jobs if (log_dir / f"{name}.{j}.log").exists()]
+    if code != 0 and not started:
+        # A refused submission (bad partition, time limit...): sbatch's own words say why.
+        return [
+            f"sbatch exited with {code}, no job ran; {submit_log} ends with:\n" + _tail(submit_log)
+        ]
+    failures = []
+    for job in jobs:
+        try:
+            job_code = int(_exit_file(log_dir, name, job).read_text().strip())
+        except (OSError, ValueError):
+            job_code = None
+        if job_code != 0:
+            failures.append(_failure(job, job_code, log_dir / f"{name}.{job}.log"))
+    return failures
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -142,6 +142,11 @@ def test_pair_scores_match_a_plain_loop():
         np.testing.assert_allclose(
             pair_scores(a, b, a_idx, b_idx, chunk_size=chunk), expected, rtol=1e-5, atol=1e-5
         )
+    # Far more trials than distinct pairs.
+    a_idx, b_idx = rng.integers(0, 3, 50), rng.integers(0, 2, 50)
+    expected = [float(a[i].astype(np.float64) @ b[j]) for i, j in zip(a_idx, b_idx)]
+    np.testing.assert_allclose(pair_scores(a, b, a_idx, b_idx), expected, rtol=1e-5, atol=1e-5)
+    assert len(pair_scores(a, b, np.zeros(0, int), np.zeros(0, int))) == 0
     with pytest.raises(IndexError):
         pair_scores(a, b, np.array([30]), np.array([0]))
 
@@ -447,11 +452,28 @@ def test_score_cli_cosine_order_values_and_single_loading(recipe, monkeypatch):
     np.testing.assert_allclose(scores, expected, atol=1e-6)
     _, centred = _run(recipe, "--backend", "cosine", "--mean-from", recipe["train_scp"])
     assert not np.allclose(centred, scores)
+    # Separate enroll and test files: each side reads its own utterances only.
+    other = recipe["tmp"] / "copy.scp"
+    other.write_text(Path(recipe["test_scp"]).read_text())
+    calls.clear()
+    out = recipe["tmp"] / "separate"
+    base = ["--backend", "cosine", "--trials", str(recipe["trials"]), "--output", str(out)]
+    score_cli.main(base + ["--enroll", recipe["test_scp"], "--test", str(other)])
+    enrolls, tests, separate = read_scores(out)
+    assert list(zip(enrolls, tests)) == pairs
+    np.testing.assert_array_equal(separate, scores)
+    assert len(calls) == len({e for e, _ in pairs}) + len({t for _, t in pairs})
 
 
-def test_score_cli_missing_embedding_is_named(recipe):
+def test_score_cli_missing_or_zero_embedding_is_named(recipe):
     write_trials(recipe["trials"], recipe["trial_list"][:5] + [("ghost", "spk00-u0", False)])
     with pytest.raises(DataError, match="no embedding for 1 utterance.*ghost"):
+        _run(recipe, "--backend", "cosine")
+    x = recipe["test_x"].copy()
+    x[3] = 0
+    recipe["test_scp"] = write_embeddings(recipe["tmp"] / "zero", recipe["test_ids"], x)
+    write_trials(recipe["trials"], recipe["trial_list"])
+    with pytest.raises(DataError, match="all-zero embedding.*: spk00-u3"):
         _run(recipe, "--backend", "cosine")
 
 

@@ -213,6 +213,9 @@ def test_missing_extra_and_duplicate_scores_are_named(tmp_path):
     trials_path, scores_path = _write(tmp_path, TRIALS + [("a", "b", False)], lines)
     with pytest.raises(DataError, match=r"trials: duplicate.*\(a b\)"):
         scores_for_trials(trials_path, scores_path)
+    trials_path, scores_path = _write(tmp_path, TRIALS, [])
+    with pytest.raises(DataError, match=r"4 trial\(s\).*have no score.*\(a b\)"):
+        scores_for_trials(trials_path, scores_path)
     trials_path, scores_path = _write(tmp_path, TRIALS, lines[:3] + ["c d nan"])
     with pytest.raises(DataError, match=r"scores:4: score 'nan' is not finite"):
         scores_for_trials(trials_path, scores_path)
@@ -276,3 +279,15 @@ def test_cli_errors(tmp_path):
         cli.main(["--trials", str(trials_path), "--scores", str(scores_path)])
     with pytest.raises(SystemExit):
         cli.main(["--trials", "t", "--scores", "s", "--p-target", "2"])
+
+
+def test_cli_json_reject_all_threshold_is_null(tmp_path):
+    # Scores inverted: at p=0.01 rejecting every trial is optimal (threshold +inf).
+    trials = [("a", "b", False), ("a", "c", False), ("b", "c", True), ("c", "d", True)]
+    lines = ["a b 3", "a c 2", "b c 1", "c d 0"]
+    trials_path, scores_path = _write(tmp_path, trials, lines)
+    result = json.loads(
+        cli.main(["--trials", str(trials_path), "--scores", str(scores_path), "--json"])
+    )
+    assert result["min_dcf"] == {"0.01": 1.0}
+    assert result["min_dcf_threshold"] == {"0.01": None}

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -86,3 +87,21 @@ def test_changed_config_is_refused_with_the_key(tmp_path, tone_data_dir, capsys)
     assert train_cli.main([*args, "--override", "train.epochs=1"]) == 0
     assert train_cli.main([*args, "--override", "train.epochs=1", "loss.margin=0.3"]) == 1
     assert "loss.margin" in capsys.readouterr().err
+
+
+def test_two_process_torchrun_on_cpu(tmp_path, tone_data_dir):
+    """Stage 2 under torchrun with 2 gloo processes: same global batch, one final model."""
+    config = write_config(tmp_path, tone_data_dir)
+    exp = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "sslsv.bin.train",
+         "--config", str(config), "--data", str(tone_data_dir), "--exp-dir", str(exp),
+         "--override", "train.epochs=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_safe(exp / "checkpoints" / "epoch-0001.pt")
+    assert state["world_size"] == 2 and state["epoch"] == 1
+    assert (exp / "final.pt").exists()
+    assert (exp / "log" / "train.log").read_text().count("epoch 1 ") == 1

@@ -2,6 +2,7 @@
 #
 # Expects: stage stop_stage nj device config train_set test_sets mean_set models
 #          feats_dir exp_dir, and data/<set> dirs made by stage 0 (test sets with trials*);
+#          ngpu nnodes node_rank master_addr master_port rdzv_endpoint (stage 2 processes),
 #          optionally the array train_overrides (KEY=VALUE config overrides for training).
 # Each stage is one command per data set; finished outputs are reused, not redone.
 
@@ -23,8 +24,23 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "stage 2: SSL training -> $exp_dir"
-  python -m sslsv.bin.train --config "$config" --data "data/$train_set" --exp-dir "$exp_dir" \
-    --device "$device" ${train_overrides[@]+--override "${train_overrides[@]}"}
+  # One process, or torchrun over --ngpu processes per node and --nnodes nodes; the config's
+  # train.batch_size is the global batch whatever the number of processes.
+  launch=(python)
+  if [ "$ngpu" -gt 1 ] || [ "$nnodes" -gt 1 ]; then
+    launch=(torchrun --nnodes "$nnodes" --nproc-per-node "$ngpu")
+    if [ -n "$rdzv_endpoint" ]; then
+      launch+=(--rdzv-backend c10d --rdzv-endpoint "$rdzv_endpoint" --rdzv-id sslsv)
+    elif [ "$nnodes" -gt 1 ]; then
+      [ -n "$master_addr" ] || die "--nnodes $nnodes needs --master-addr or --rdzv-endpoint"
+      launch+=(--node-rank "$node_rank" --master-addr "$master_addr" --master-port "$master_port")
+    else
+      launch+=(--standalone)
+    fi
+  fi
+  "${launch[@]}" -m sslsv.bin.train --config "$config" --data "data/$train_set" \
+    --exp-dir "$exp_dir" --device "$device" \
+    ${train_overrides[@]+--override "${train_overrides[@]}"}
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
+. ./cmd.sh   # launcher of the --nj jobs of stages 1 and 3 (local or Slurm)
 
 stage=0
 stop_stage=5
@@ -21,6 +22,13 @@ trials_per_utt=15
 target_fraction=0.3
 num_rirs=200                # simulated rooms for reverberation
 models="final init"         # init.pt: the same encoder untrained, to show what training adds
+
+ngpu=1                      # stage 2 processes per node (GPUs; CPU processes with --device cpu)
+nnodes=1
+node_rank=0
+master_addr=""              # needed with --nnodes > 1 unless --rdzv-endpoint is given
+master_port=29500
+rdzv_endpoint=""            # HOST:PORT: torchrun rendezvous instead of node rank / master
 
 . utils/parse_options.sh
 . utils/recipe.sh

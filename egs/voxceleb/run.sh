@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
+. ./cmd.sh   # launcher of the --nj jobs of stages 1 and 3 (local or Slurm)
 
 stage=0
 stop_stage=5
@@ -25,6 +26,13 @@ trials=O,E,H
 mean_utts=20000             # training utterances whose mean embedding is subtracted
 seed=1234
 models="final init"
+
+ngpu=1                      # stage 2 processes per node (GPUs; CPU processes with --device cpu)
+nnodes=1
+node_rank=0
+master_addr=""              # needed with --nnodes > 1 unless --rdzv-endpoint is given
+master_port=29500
+rdzv_endpoint=""            # HOST:PORT: torchrun rendezvous instead of node rank / master
 
 . utils/parse_options.sh
 . utils/recipe.sh

@@ -18,7 +18,6 @@ from sslsv.backend.backends import (
     save_backend,
 )
 from sslsv.backend.embeddings import (
-    index_of,
     load_embeddings,
     load_labelled_embeddings,
     speaker_means,
@@ -38,7 +37,6 @@ __all__ = [
     "cohort_stats",
     "cosine_scores",
     "fit_whitening",
-    "index_of",
     "length_norm",
     "load_backend",
     "load_embeddings",

@@ -35,15 +35,17 @@ class CosineBackend:
     @classmethod
     def fit(cls, x: np.ndarray | None = None) -> CosineBackend:
         """The mean of ``x`` (e.g. training embeddings) becomes the subtracted mean."""
-        return cls(None if x is None else np.asarray(x, dtype=np.float64).mean(0))
+        return cls(None if x is None else np.mean(x, axis=0, dtype=np.float64))
 
     def config(self) -> dict:
         return {"mean_subtraction": self.mean is not None}
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Float32 unit-length rows (after subtracting the mean, if any)."""
+        x = np.asarray(x, dtype=np.float32)
         if self.mean is not None:
-            x = x - self.mean
-        return length_norm(np.asarray(x, dtype=np.float32))
+            x = x - self.mean.astype(np.float32)
+        return length_norm(x)
 
     def score_pairs(
         self, enroll: np.ndarray, test: np.ndarray, enroll_idx: np.ndarray, test_idx: np.ndarray

@@ -19,7 +19,7 @@ from kaldiio.matio import read_ascii_mat, read_matrix_or_vector, read_token
 from sslsv.backend.transforms import class_sums
 from sslsv.fileio import DataError, read_dict
 
-__all__ = ["load_embeddings", "load_labelled_embeddings", "index_of", "speaker_means"]
+__all__ = ["load_embeddings", "load_labelled_embeddings", "speaker_means"]
 
 
 def _strip_rspecifier(path: str | os.PathLike) -> tuple[Path, bool]:
@@ -218,13 +218,3 @@ def speaker_means(x: np.ndarray, speakers: Sequence[str]) -> tuple[list[str], np
     names, inverse = np.unique(np.asarray(speakers), return_inverse=True)
     counts, sums = class_sums(x, inverse, len(names))
     return [str(s) for s in names], (sums / counts[:, None]).astype(np.float32)
-
-
-def index_of(ids: Sequence[str], wanted: Sequence[str], source: str) -> np.ndarray:
-    """Row index in ``ids`` of each of ``wanted``; an unknown id is an error naming it."""
-    position = {u: i for i, u in enumerate(ids)}
-    try:
-        return np.fromiter((position[u] for u in wanted), dtype=np.int64, count=len(wanted))
-    except KeyError:
-        missing = list(dict.fromkeys(u for u in wanted if u not in position))
-        raise _missing_error(Path(source), missing) from None

@@ -47,8 +47,8 @@ def pair_scores(
     for start in range(0, len(a_idx), chunk_size):
         rows = a_idx[start : start + chunk_size]
         cols = b_idx[start : start + chunk_size]
-        # CSR wants the pattern sorted by row, and repeated pairs once: sampled_addmm
-        # fails or is undefined on repeats.
+        # A valid CSR pattern has its (row, column) pairs sorted and distinct; repeated
+        # trials are scored once (sampled_addmm fails or is undefined on repeats).
         key = rows * len(b) + cols
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]

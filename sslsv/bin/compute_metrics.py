@@ -2,12 +2,12 @@
 
 Prints one ``name: value`` line per metric (or one JSON object with ``--json``)::
 
-    EER: 7.8512%
-    minDCF(p=0.01): 0.5000
-    actDCF(p=0.01): 0.6173
-    Cllr: 0.9012
-    #target: 37611
-    #nontarget: 37611
+    EER: 4.2290%
+    minDCF(p=0.01): 0.4213
+    actDCF(p=0.01): 1.0000
+    Cllr: 0.9110
+    #target: 97635
+    #nontarget: 899789
 
 Definitions: see ``sslsv/metrics.py`` and ``docs/BACKEND.md``.
 """
@@ -63,24 +63,29 @@ def format_text(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finite_or_none(value: float) -> float | None:
+    # A +inf threshold (reject everything) has no JSON number; null says "none".
+    return value if np.isfinite(value) else None
+
+
 def _by_prior(values: dict) -> dict:
-    return {f"{p:g}": v for p, v in values.items()}
+    return {f"{p:g}": _finite_or_none(v) for p, v in values.items()}
 
 
 def format_json(result: dict) -> str:
-    keyed = _by_prior
     return (
         json.dumps(
             {
                 "eer_percent": 100 * result["eer"],
-                "eer_threshold": result["eer_threshold"],
-                "min_dcf": keyed(result["min_dcf"]),
-                "min_dcf_threshold": keyed(result["min_dcf_threshold"]),
-                "act_dcf": keyed(result["act_dcf"]),
+                "eer_threshold": _finite_or_none(result["eer_threshold"]),
+                "min_dcf": _by_prior(result["min_dcf"]),
+                "min_dcf_threshold": _by_prior(result["min_dcf_threshold"]),
+                "act_dcf": _by_prior(result["act_dcf"]),
                 "cllr": result["cllr"],
                 "n_target": result["n_target"],
                 "n_nontarget": result["n_nontarget"],
-            }
+            },
+            allow_nan=False,
         )
         + "\n"
     )

@@ -28,7 +28,6 @@ from sslsv.backend import (
     Backend,
     CosineBackend,
     PLDABackend,
-    index_of,
     load_backend,
     load_embeddings,
     load_labelled_embeddings,
@@ -38,7 +37,7 @@ from sslsv.backend import (
 )
 from sslsv.data.datadir import read_trials
 from sslsv.fileio import DataError, atomic_write
-from sslsv.metrics import check_unique_pairs, pair_codes
+from sslsv.metrics import check_unique_pairs, id_codes, pair_codes
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -138,15 +137,36 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _cohort(args: argparse.Namespace) -> np.ndarray:
+def _cohort(args: argparse.Namespace) -> tuple[list[str], np.ndarray]:
     if args.cohort_utt2spk:
         _, x, speakers = load_labelled_embeddings(args.cohort, args.cohort_utt2spk)
-        _, x = speaker_means(x, speakers)
+        ids, x = speaker_means(x, speakers)
     else:
-        _, x = load_embeddings(args.cohort)
+        ids, x = load_embeddings(args.cohort)
     if args.norm == "as" and args.top_k > len(x):
         raise DataError(f"{args.cohort}: --top-k {args.top_k} exceeds cohort size {len(x)}")
-    return x
+    return ids, x
+
+
+def _prepare(backend: Backend, raw: np.ndarray, ids: Sequence[str], path: str) -> np.ndarray:
+    """``backend.prepare``, with a failure (a zero embedding) named by utterance."""
+    try:
+        return backend.prepare(raw)
+    except ValueError as e:
+        zero = [ids[i] for i in np.flatnonzero(~np.any(raw, axis=1))[:5]]
+        hint = f" (all-zero embedding(s): {' '.join(zero)})" if zero else ""
+        raise DataError(f"{path}: {e}{hint}") from None
+
+
+def _load_side(
+    path: str, all_ids: list[str], codes: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(ids, raw matrix, row index per trial)`` for one side's utterances."""
+    used = np.unique(codes)
+    ids, raw = load_embeddings(path, [all_ids[c] for c in used])
+    row_of_code = np.empty(len(all_ids), dtype=np.int64)
+    row_of_code[used] = np.arange(len(used))
+    return ids, raw, row_of_code[codes]
 
 
 def write_scores(
@@ -171,31 +191,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     start = time.time()
     trials = read_trials(args.trials)
+    if not trials:
+        raise DataError(f"{args.trials}: no trials")
     enrolls = [t[0] for t in trials]
     tests = [t[1] for t in trials]
     del trials
-    check_unique_pairs(args.trials, enrolls, tests, pair_codes(enrolls, tests, {}))
+    vocab: dict[str, int] = {}  # utterance id -> code, first enrolls then tests
+    enroll_codes = id_codes(enrolls, vocab)
+    test_codes = id_codes(tests, vocab)
+    check_unique_pairs(args.trials, enrolls, tests, pair_codes(enroll_codes, test_codes))
     backend = get_backend(args)
 
-    enroll_wanted = list(dict.fromkeys(enrolls))
-    test_wanted = list(dict.fromkeys(tests))
+    all_ids = list(vocab)
     if _same_file(args.enroll, args.test):
-        ids, raw = load_embeddings(args.enroll, enroll_wanted + test_wanted)
-        enroll_ids = test_ids = ids
-        enroll_x = test_x = backend.prepare(raw)
+        # One matrix whose rows follow the codes: trials index it directly.
+        _, raw = load_embeddings(args.enroll, all_ids)
+        enroll_x = test_x = _prepare(backend, raw, all_ids, args.enroll)
+        enroll_ids = test_ids = all_ids
+        enroll_idx, test_idx = enroll_codes, test_codes
     else:
-        enroll_ids, raw = load_embeddings(args.enroll, enroll_wanted)
-        enroll_x = backend.prepare(raw)
-        test_ids, raw = load_embeddings(args.test, test_wanted)
-        test_x = backend.prepare(raw)
+        enroll_ids, raw, enroll_idx = _load_side(args.enroll, all_ids, enroll_codes)
+        enroll_x = _prepare(backend, raw, enroll_ids, args.enroll)
+        test_ids, raw, test_idx = _load_side(args.test, all_ids, test_codes)
+        test_x = _prepare(backend, raw, test_ids, args.test)
     del raw
-    enroll_idx = index_of(enroll_ids, enrolls, args.enroll)
-    test_idx = index_of(test_ids, tests, args.test)
-    _log(f"{len(enrolls)} trials, {len(set(enroll_ids) | set(test_ids))} embeddings")
+    _log(f"{len(enrolls)} trials over {len(all_ids)} embeddings")
 
     scores = backend.score_pairs(enroll_x, test_x, enroll_idx, test_idx)
     if args.norm != "none":
-        cohort = backend.prepare(_cohort(args))
+        cohort_ids, cohort_raw = _cohort(args)
+        cohort = _prepare(backend, cohort_raw, cohort_ids, args.cohort)
         try:
             scores = score_norm(
                 backend,

@@ -1,0 +1,423 @@
+"""Training and extraction throughput: SimCLR NT-Xent-AM, Fast ResNet-34, two 2 s crops.
+
+Rows, each run on every device asked for (``--rows``, comma-separated):
+
+  model-<fp32|bf16>[-compile]     training steps on random waveforms already on the device:
+                                  log-mel front end, encoder, loss, backward, Adam step
+  pipeline-<fp32|bf16>[-compile]  the same steps fed by the real DataLoader from WAV files on
+                                  disk, with augmentation (reverberation, noise, babble)
+  extract-<fp32|bf16>[-compile]   embeddings of random 4 s waveforms, forward only
+
+Training rows drive the recipe's own ``Trainer.train_step`` (configuration: the VoxCeleb
+recipe's ``conf/simclr_ntxent_am.yaml``), reading the loss every step as ``Trainer.fit``
+does. Pipeline rows time a whole fresh epoch of ``--steps`` steps, from the start of its
+iterator (workers already running), so the prefetch queue starts empty. The test audio
+(speech-like noise), simulated RIRs, noise and babble sets are written to a temporary dir.
+
+  python bench/train_throughput.py                      # every row, CPU and CUDA
+  python bench/train_throughput.py --device cuda --output docs/throughput_h100.md
+  python bench/train_throughput.py --batch-size 16 --steps 3 --device cpu   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sslsv.config import Config, load_config  # noqa: E402
+from sslsv.data.datadir import write_spk2utt  # noqa: E402
+from sslsv.data.simulate import build_aug_sets, colored_noise  # noqa: E402
+from sslsv.fileio import atomic_write, write_table  # noqa: E402
+from sslsv.models.embedding import EmbeddingModel  # noqa: E402
+from sslsv.train.trainer import Trainer  # noqa: E402
+
+DEFAULT_CONFIG = REPO / "egs" / "voxceleb" / "conf" / "simclr_ntxent_am.yaml"
+DEFAULT_ROWS = (
+    "model-fp32,model-bf16,model-bf16-compile,"
+    "pipeline-fp32,pipeline-bf16,pipeline-bf16-compile,extract-fp32"
+)
+ROW = re.compile(r"^(model|pipeline|extract)-(fp32|bf16)(-compile)?$")
+SAMPLE_RATE = 16000
+EXTRACT_SECONDS = 4.0
+
+log = logging.getLogger("train_throughput")
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str
+    precision: str
+    compile: bool
+
+
+@dataclass
+class Result:
+    row: Row
+    device: str
+    steps: int
+    seconds: float
+    items: int
+    data_wait: float | None = None  # seconds blocked waiting for the next batch
+    peak_gib: float | None = None
+    note: str = ""
+
+
+def parse_rows(text: str) -> list[Row]:
+    rows = []
+    for name in (t.strip() for t in text.split(",") if t.strip()):
+        m = ROW.match(name)
+        if not m:
+            raise ValueError(
+                f"--rows: unknown row {name!r}; rows look like model-bf16, pipeline-fp32-compile,"
+                " extract-fp32"
+            )
+        rows.append(Row(name, m.group(1), m.group(2), bool(m.group(3))))
+    return rows
+
+
+# -- test data --------------------------------------------------------------------------------
+
+
+def speech_like(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Pink noise under a syllable-rate (3-6 Hz) envelope with pauses, peak 0.5."""
+    n = round(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    rate = rng.uniform(3.0, 6.0)
+    envelope = np.abs(np.sin(np.pi * rate * t + rng.uniform(0, np.pi))) ** 2
+    envelope *= np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 2 * np.pi)) > -0.6  # pauses
+    audio = colored_noise(n, 1.0, rng) * envelope
+    return (0.5 * audio / max(np.abs(audio).max(), 1e-6)).astype(np.float32)
+
+
+def write_corpus(root: Path, num_files: int, num_utts: int, seed: int) -> Path:
+    """``num_files`` WAVs of 2.5-6 s; a data dir of ``num_utts`` utterances cycling over them
+    (the files stay few, while an epoch still has enough distinct utterances)."""
+    rng = np.random.default_rng(seed)
+    wav_dir, data_dir = root / "wav", root / "data" / "train"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(num_files):
+        audio = speech_like(rng.uniform(2.5, 6.0), rng)
+        path = wav_dir / f"f{i:05d}.wav"
+        sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+        files.append((str(path), len(audio) / SAMPLE_RATE))
+    wavs, utt2spk, utt2dur = {}, {}, {}
+    for u in range(num_utts):
+        path, seconds = files[u % num_files]
+        utt = f"spk{u % 1000:03d}-utt{u:06d}"
+        wavs[utt], utt2spk[utt], utt2dur[utt] = path, utt.split("-")[0], f"{seconds:.4f}"
+    write_table(data_dir / "wav.scp", wavs)
+    write_table(data_dir / "utt2spk", utt2spk)
+    write_table(data_dir / "utt2dur", utt2dur)
+    write_spk2utt(data_dir)
+    return data_dir
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_config(args: argparse.Namespace, row: Row, aug_dir: Path, steps: int) -> Config:
+    overrides = [
+        f"train.batch_size={args.batch_size}",
+        "train.crop_seconds=2.0",
+        f"train.precision={row.precision}",
+        f"train.compile={str(row.compile).lower()}",
+        f"train.num_workers={args.num_workers}",
+        "train.deterministic=false",
+        f"train.epochs={max(1, steps)}",
+        f"augment.enabled={str(row.kind == 'pipeline').lower()}",
+        f"augment.rir_dir={json.dumps(str(aug_dir / 'rirs'))}",
+        # The recipe's categories minus music, for which no set is generated here.
+        "augment.noise=" + json.dumps({
+            "noise": {"data_dir": str(aug_dir / "noise"), "snr_db": [0, 15]},
+            "speech": {"data_dir": str(aug_dir / "speech"), "snr_db": [13, 20],
+                       "num_sources": [3, 7]},
+        }),
+    ]  # fmt: skip
+    return load_config(args.config, overrides)
+
+
+def run_training_row(
+    args: argparse.Namespace, row: Row, device: str, data_dir: Path, aug_dir: Path, exp: Path
+) -> Result:
+    steps, warmup = args.steps_for[device], args.warmup_for[device]
+    cfg = make_config(args, row, aug_dir, steps)
+    trainer = Trainer(cfg, data_dir, exp, device)
+    dev = trainer.device
+    try:
+        if row.kind == "model":
+            crop = round(cfg.train.crop_seconds * cfg.features.sample_rate)
+            g = torch.Generator(device=dev).manual_seed(0)
+            waves = 0.1 * torch.randn(args.batch_size, 2, crop, device=dev, generator=g)
+            start = 0.0
+            for step in range(warmup + steps):
+                if step == warmup:
+                    synchronize(dev)
+                    start = time.perf_counter()
+                loss, accuracy, _ = trainer.train_step(waves, 0, step)
+                float(loss), float(accuracy)  # what fit() reads every step
+            synchronize(dev)
+            return Result(row, device, steps, time.perf_counter() - start, steps * args.batch_size)
+
+        if trainer.steps_per_epoch < max(steps, warmup):
+            raise ValueError("data dir too small for the steps asked for")  # sized by main()
+        trainer.method.train()
+        trainer.sampler.set_position(0, 0)
+        batches = iter(trainer.loader)  # starts the persistent workers
+        for step in range(warmup):
+            loss, accuracy, _ = trainer.train_step(next(batches), 0, step)
+            float(loss), float(accuracy)
+        trainer.sampler.set_position(1, 0)
+        # Untimed: a persistent loader's new iterator first drains what the workers still
+        # prefetch for the abandoned warm-up epoch. The timed epoch starts with an empty queue.
+        batches = iter(trainer.loader)
+        synchronize(dev)
+        start, waited = time.perf_counter(), 0.0
+        for step in range(steps):
+            before = time.perf_counter()
+            waves = next(batches)
+            waited += time.perf_counter() - before
+            loss, accuracy, _ = trainer.train_step(waves, 1, step)
+            float(loss), float(accuracy)
+        synchronize(dev)
+        elapsed = time.perf_counter() - start
+        del batches
+        return Result(row, device, steps, elapsed, steps * args.batch_size, data_wait=waited)
+    finally:
+        if trainer.writer is not None:
+            trainer.writer.close()
+        del trainer
+        gc.collect()
+
+
+@torch.inference_mode()
+def run_extract_row(args: argparse.Namespace, row: Row, device: str) -> Result:
+    steps, warmup = args.steps_for[device], args.warmup_for[device]
+    cfg = load_config(args.config, [])
+    model = EmbeddingModel(cfg).to(device).eval()
+    if row.compile:
+        model.encoder.compile()
+    dev = next(model.parameters()).device
+    g = torch.Generator(device=dev).manual_seed(0)
+    length = round(EXTRACT_SECONDS * cfg.features.sample_rate)
+    waves = 0.1 * torch.randn(args.batch_size, length, device=dev, generator=g)
+    autocast = (
+        torch.autocast(dev.type, dtype=torch.bfloat16)
+        if row.precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    start = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            synchronize(dev)
+            start = time.perf_counter()
+        with autocast:
+            embeddings = model(waves)
+        embeddings.float().cpu()  # stage 3 writes every batch out
+    synchronize(dev)
+    return Result(row, device, steps, time.perf_counter() - start, steps * args.batch_size)
+
+
+def run_row(
+    args: argparse.Namespace, row: Row, device: str, data_dir: Path, aug_dir: Path, work: Path
+) -> Result:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if row.kind == "extract":
+        result = run_extract_row(args, row, device)
+    else:
+        exp = work / "exp" / f"{row.name}-{device}"
+        result = run_training_row(args, row, device, data_dir, aug_dir, exp)
+    if device == "cuda":
+        result.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.empty_cache()
+    return result
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_lines() -> list[str]:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = "none"
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gpu = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"- CPU: {cpu_model()}, {cores} cores available",
+        f"- GPU: {gpu}",
+        f"- torch {torch.__version__}, Python {platform.python_version()}, {now}",
+    ]
+
+
+def format_table(args: argparse.Namespace, results: list[Result], notes: list[str]) -> str:
+    model_speed = {
+        (r.device, r.row.precision, r.row.compile): r.items / r.seconds
+        for r in results
+        if r.row.kind == "model"
+    }
+    lines = [
+        "SimCLR NT-Xent-AM, Fast ResNet-34, 40 log-mels; training: batch "
+        f"{args.batch_size} x two 2 s crops; extraction: batch {args.batch_size} x one "
+        f"{EXTRACT_SECONDS:g} s crop; DataLoader workers: {args.num_workers}",
+        "",
+        *machine_lines(),
+        "",
+        "| row | device | steps | ms/step | utt/s | pipeline/model | data wait | peak GPU mem |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        speed = r.items / r.seconds
+        ratio = wait = "-"
+        if r.row.kind == "pipeline":
+            wait = f"{100 * (r.data_wait or 0) / r.seconds:.0f}%"
+            base = model_speed.get((r.device, r.row.precision, r.row.compile))
+            ratio = f"{100 * speed / base:.0f}%" if base else "-"
+        mem = f"{r.peak_gib:.1f} GiB" if r.peak_gib is not None else "-"
+        shown = f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}"
+        lines.append(
+            f"| {r.row.name} | {r.device} | {r.steps} | {1000 * r.seconds / r.steps:.1f} | "
+            f"{shown} | {ratio} | {wait} | {mem} |"
+        )
+    lines += ["", "utt/s counts utterances (two crops each) for training rows, crops for extract."]
+    lines += [f"Note: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, help="timed steps per row (default: 50 CUDA, 2 CPU)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default: 5 CUDA, 1 CPU)")
+    p.add_argument("--device", default="cpu,cuda", help="comma-separated: cpu, cuda")
+    p.add_argument("--rows", default=DEFAULT_ROWS, help="comma-separated (default: %(default)s)")
+    p.add_argument("--num-workers", type=int, default=8, help="DataLoader workers (recipe: 8)")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="base experiment YAML")
+    p.add_argument("--num-files", type=int, default=512, help="distinct test WAV files")
+    p.add_argument("--num-rirs", type=int, default=20, help="simulated RIRs")
+    p.add_argument("--workdir", type=Path, help="for the test audio (default: a temporary dir)")
+    p.add_argument("--output", type=Path, help="also write the table (Markdown) here")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.batch_size < 2:
+        p.error("--batch-size must be at least 2")
+    for name in ("steps", "warmup"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name == "steps" else 0):
+            p.error(f"--{name} {value}: too small")
+    args.devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    if not args.devices or any(d not in ("cpu", "cuda") for d in args.devices):
+        p.error(f"--device {args.device!r}: use cpu, cuda or cpu,cuda")
+    try:
+        args.row_list = parse_rows(args.rows)
+    except ValueError as e:
+        p.error(str(e))
+    default_steps = {"cuda": 50, "cpu": 2}
+    default_warmup = {"cuda": 5, "cpu": 1}
+    args.steps_for = {d: args.steps or default_steps[d] for d in default_steps}
+    args.warmup_for = {
+        d: default_warmup[d] if args.warmup is None else args.warmup for d in default_warmup
+    }
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    notes = []
+    devices = list(args.devices)
+    if "cuda" in devices and not torch.cuda.is_available():
+        devices.remove("cuda")
+        notes.append("CUDA rows skipped: no CUDA device on this machine.")
+    plan = []
+    for device in devices:
+        for row in args.row_list:
+            if row.compile and device == "cpu":
+                notes.append(f"{row.name} on CPU skipped: torch.compile rows run on CUDA only.")
+                continue
+            plan.append((row, device))
+    if not plan:
+        print("nothing to measure: " + " ".join(notes), file=sys.stderr)
+        return 1
+
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            work = args.workdir
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sslsv-bench-")))
+        started = time.time()
+        steps = max([args.steps_for[d] for d in devices] + [args.warmup_for[d] for d in devices])
+        data_dir = write_corpus(work, args.num_files, args.batch_size * max(1, steps), seed=0)
+        aug_dir = work / "aug"
+        build_aug_sets(
+            aug_dir,
+            seed=0,
+            num_rirs=args.num_rirs,
+            num_colored=12,
+            babble_from=data_dir,
+            num_babble=100,
+            jobs=min(4, os.cpu_count() or 1),
+        )
+        print(f"test data written in {time.time() - started:.1f} s to {work}", file=sys.stderr)
+        results = []
+        for row, device in plan:
+            began = time.time()
+            result = run_row(args, row, device, data_dir, aug_dir, work)
+            results.append(result)
+            print(
+                f"{row.name} on {device}: {result.items / result.seconds:,.1f} utt/s "
+                f"({time.time() - began:.0f} s)",
+                file=sys.stderr,
+            )
+    table = format_table(args, results, notes)
+    print(table)
+    if args.output:
+        with atomic_write(args.output) as f:
+            f.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
