@@ -107,6 +107,7 @@ class TrainConfig:
     deterministic: bool = False
     sync_batchnorm: bool = True
     checkpoint_every: int = 1  # epochs
+    checkpoint_every_steps: int = 0  # also mid-epoch (0: no); resumes continue at that step
     keep_checkpoints: int = 5
     average_last: int = 1  # average the last N epoch checkpoints into final.pt
     log_every: int = 10  # steps, for TensorBoard

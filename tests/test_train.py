@@ -41,25 +41,31 @@ def final_weights(exp_dir):
 def test_kill_and_resume_equals_straight_run(tmp_path, tone_data_dir):
     config = write_config(tmp_path, tone_data_dir)
     straight = tmp_path / "straight"
+    # Three epochs, so that a kill in epoch 2 always leaves work to resume.
+    three = ["--override", "train.epochs=3"]
     assert train_cli.main(["--config", str(config), "--data", str(tone_data_dir),
-                           "--exp-dir", str(straight)]) == 0  # fmt: skip
+                           "--exp-dir", str(straight), *three]) == 0  # fmt: skip
 
     resumed = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "sslsv.bin.train", "--config", str(config),
            "--data", str(tone_data_dir), "--exp-dir", str(resumed)]  # fmt: skip
+    # Mid-epoch checkpoints every 2 steps (4 steps per epoch): kill inside epoch 2.
+    cmd += ["--override", "train.epochs=3", "train.checkpoint_every_steps=2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = resumed / "checkpoints" / "epoch-0001.pt"
+    mid_epoch_2 = resumed / "checkpoints" / "step-000000006.pt"
     deadline = time.time() + 120
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert first.exists(), "epoch 1 checkpoint never appeared"
+    while not mid_epoch_2.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert mid_epoch_2.exists(), "mid-epoch checkpoint never appeared"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (resumed / "final.pt").exists(), "killed too late to test a resume"
-    state = load_safe(first)
-    assert (state["epoch"], state["step"]) == (1, 0)
+    state = load_safe(mid_epoch_2)
+    assert (state["epoch"], state["step"]) == (1, 2)
     assert train_cli.main(["--config", str(config), "--data", str(tone_data_dir),
-                           "--exp-dir", str(resumed)]) == 0  # fmt: skip
+                           "--exp-dir", str(resumed),
+                           "--override", "train.epochs=3",
+                           "train.checkpoint_every_steps=2"]) == 0  # fmt: skip
 
     want, got = final_weights(straight), final_weights(resumed)
     assert want.keys() == got.keys()

@@ -241,6 +241,9 @@ class Trainer:
             step = self.step
             loss, accuracy, margin = self.train_step(waves, epoch, step)
             self.step += 1
+            every = tc.checkpoint_every_steps
+            if every and self.step % every == 0 and self.step < self.steps_per_epoch:
+                self.save(epoch_end=False)
             loss_value = float(loss)
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1} step {step}")
