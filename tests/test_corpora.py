@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,7 +25,7 @@ from sslsv.data.datadir import (
     read_wav_scp,
     validate_data_dir,
 )
-from sslsv.data.trials import make_trials
+from sslsv.data.trials import count_trials, make_trials
 from sslsv.fileio import DataError, kaldi_sort_key, read_dict
 
 RATE = 16000
@@ -133,6 +134,56 @@ def test_real_librispeech(tmp_path: Path) -> None:
     assert multi  # the README says speakers are spread over chapters
     targets = [(e, t) for e, t, y in trials if y and utt2spk[e] in multi]
     assert targets and all(sessions[e] != sessions[t] for e, t in targets)
+
+
+def recipe_default(script: Path, name: str) -> str:
+    match = re.search(rf"^{name}=(\S+)", script.read_text(), re.M)
+    assert match, f"{script} sets no {name}"
+    return match.group(1)
+
+
+@pytest.mark.skipif(
+    not (LIBRISPEECH / "train-clean-5").is_dir(),
+    reason="real LibriSpeech not found at ../shared/data/LibriSpeech/train-clean-5",
+)
+def test_real_librispeech_recipe_test_set_counts(tmp_path: Path, caplog) -> None:
+    """What egs/librispeech stage 0 does for its test set, with its own settings: the held-out
+    speakers, and a trial list whose cross-chapter target count is printed and right."""
+    recipe = Path(__file__).resolve().parents[1] / "egs" / "librispeech"
+    held_out = recipe / "conf" / "test_speakers"
+    dest = tmp_path / "test"
+    argv = ["librispeech", str(LIBRISPEECH / "train-clean-5"), str(dest), "--nj", "2",
+            "--speakers", str(held_out)]  # fmt: skip
+    assert prepare_data.main(argv) == 0
+    validate_data_dir(dest)
+    speakers = set(corpora.read_id_file(held_out))
+    assert set(read_dict(dest / "utt2spk").values()) == speakers
+    options = ["--num-per-utt", recipe_default(recipe / "run.sh", "trials_per_utt"),
+               "--target-fraction", recipe_default(recipe / "run.sh", "target_fraction"),
+               "--seed", recipe_default(recipe / "run.sh", "seed")]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert make_trials_cli.main([str(dest), *options]) == 0
+    trials = read_trials(dest / "trials")
+    utt2spk, sessions = read_dict(dest / "utt2spk"), read_dict(dest / "utt2session")
+    targets = [(e, t) for e, t, y in trials if y]
+    cross = [(e, t) for e, t in targets if sessions[e] != sessions[t]]
+    assert all(utt2spk[e] == utt2spk[t] for e, t in targets)
+    assert all(utt2spk[e] != utt2spk[t] for e, t, y in trials if not y)
+    assert cross and len(trials) > len(targets) > 0
+    line = (
+        f"{dest}: {len(speakers)} speakers ({len(utt2spk)} utterances) -> {len(trials)} trials: "
+        f"{len(targets)} target ({len(cross)} across sessions (utt2session)), "
+        f"{len(trials) - len(targets)} non-target"
+    )
+    assert line in caplog.text
+    # Speakers read several chapters: all their targets cross chapters. (In the shared copy
+    # only speaker 1088 has two chapters; the others fall back to same-chapter targets.)
+    chapters: dict[str, set[str]] = {}
+    for utt, spk in utt2spk.items():
+        chapters.setdefault(spk, set()).add(sessions[utt])
+    multi = {spk for spk, c in chapters.items() if len(c) > 1}
+    assert multi and {utt2spk[e] for e, _ in cross} == multi
+    assert all(sessions[e] != sessions[t] for e, t in targets if utt2spk[e] in multi)
 
 
 # ----------------------------------------------------------------------------- folder, CSV
@@ -288,6 +339,157 @@ def test_parallel_probe_matches_serial(tmp_path: Path) -> None:
     assert probe_audio_files(paths, nj=2) == serial
     assert [i.frames for i in serial[:-1]] == [100 + i for i in range(300)]
     assert serial[-1].error
+
+
+def test_no_audio_check_with_duration_table(tmp_path: Path, caplog) -> None:
+    """Paths that do not exist yet, durations from a table: nothing opened, nothing lost."""
+    listing = tmp_path / "list.csv"
+    rows = [("s1", "a", 3.25), ("s1", "b", 0.4), ("s2", "c", 12.0), ("s2", "d", 0.0)]
+    listing.write_text(
+        "path,speaker\n" + "".join(f"/nowhere/{s}/{u}.wav,{s}\n" for s, u, _ in rows)
+    )
+    table = tmp_path / "durations"
+    table.write_text("".join(f"{s}-{u} {d}\n" for s, u, d in rows) + "s9-unused 1.5\n")
+    dest = tmp_path / "data"
+    argv = [
+        "csv",
+        str(listing),
+        str(dest),
+        "--nj",
+        "1",
+        "--no-audio-check",
+        "--utt2dur",
+        str(table),
+    ]
+    with caplog.at_level(logging.INFO):
+        assert prepare_data.main([*argv, "--max-bad-fraction", "0.5"]) == 0
+    assert "1 entries of the duration table name no utterance here" in caplog.text
+    validate_data_dir(dest, check_wav_exists=False)
+    # Durations are copied as given (no rounding to samples); the rules still apply.
+    assert read_dict(dest / "utt2dur") == {"s1-a": "3.25", "s2-c": "12.0"}
+    assert read_wav_scp(dest / "wav.scp") == {
+        "s1-a": "/nowhere/s1/a.wav",
+        "s2-c": "/nowhere/s2/c.wav",
+    }
+    excluded = {
+        line.split("\t")[0]: line.split("\t")[1] for line in lines_of(dest / "excluded.txt")
+    }
+    assert excluded == {
+        "s1-b": "too short: 0.400 s < min-duration 0.5 s",
+        "s2-d": "empty: 0 samples",
+    }
+    # An empty file is bad: above --max-bad-fraction the import fails.
+    assert prepare_data.main(argv) == 1
+
+    # A missing duration is an error naming the utterance, not a silent drop.
+    table.write_text("s1-a 3.25\ns1-b 0.4\ns2-c 12.0\n")
+    with pytest.raises(DataError, match=r"no entry for 1 of 4 utterances, e\.g\. \['s2-d'\]"):
+        corpora.prepare_csv(
+            listing, dest, ImportOptions(check_audio=False, durations=corpora.read_durations(table))
+        )
+    table.write_text("s1-a 3.25\ns1-b -1\n")
+    with pytest.raises(DataError, match=r"durations:2: utterance 's1-b': bad duration '-1'"):
+        corpora.read_durations(table)
+    assert prepare_data.main(["csv", str(listing), str(dest), "--utt2dur", str(table)]) == 1
+
+
+def test_no_audio_check_without_durations(tmp_path: Path, caplog) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,speaker\n/nowhere/a.wav,s1\n/nowhere/b.wav,s2\n")
+    dest = tmp_path / "data"
+    with caplog.at_level(logging.INFO):
+        report = corpora.prepare_csv(listing, dest, ImportOptions(check_audio=False))
+    assert report.utterances == 2 and report.excluded == []
+    assert "no utt2dur written and no min-duration rule applied" in caplog.text
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "excluded.txt",
+        "spk2utt",
+        "utt2spk",
+        "wav.scp",
+    ]
+    validate_data_dir(dest, check_wav_exists=False)
+    with pytest.raises(DataError, match="cutting into chunks needs durations"):
+        corpora.import_recordings(
+            corpora.list_csv(listing), dest, ImportOptions(check_audio=False), chunk_seconds=6
+        )
+
+
+def test_no_audio_check_chunks_from_durations(tmp_path: Path) -> None:
+    items = [corpora.Recording("noise-1", "noise-1", "/nowhere/noise-1.wav")]
+    options = ImportOptions(check_audio=False, durations={"noise-1": 13.0})
+    corpora.import_recordings(items, tmp_path / "d", options, chunk_seconds=6)
+    segments = read_segments(tmp_path / "d" / "segments")
+    assert [(s.start, s.end) for s in segments.values()] == [(0.0, 6.0), (6.0, 12.0), (12.0, 13.0)]
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def sine_file(path: Path, rate: int, freq: float, seconds: float, channels: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(round(rate * seconds)) / rate
+    x = 0.5 * np.sin(2 * np.pi * freq * t)
+    # The second channel differs, so reading the first one is checked too.
+    data = np.stack([x, -0.3 * x], axis=1)[:, :channels]
+    sf.write(path, data.astype(np.float32), rate, subtype="FLOAT")
+
+
+@pytest.mark.parametrize("rate,freq", [(8000, 300.0), (22050, 1000.0), (44100, 440.0)])
+def test_readers_resample_to_16k(tmp_path: Path, rate: int, freq: float) -> None:
+    """A file imported with --allow-resample reads as 16 kHz: the crop is the band-limited
+    sine sampled at 16 kHz (checked against the formula), and equals the same span of the
+    whole file read and resampled."""
+    from sslsv.data.dataset import read_audio, read_crop
+
+    path = tmp_path / "x.wav"
+    sine_file(path, rate, freq, 3.1, channels=2)
+    whole = read_audio(str(path))
+    assert whole.dtype == np.float32 and len(whole) == round(3.1 * rate) * RATE // rate
+    inner = np.arange(400, len(whole) - 400)  # away from the file's edges
+    expected = 0.5 * np.sin(2 * np.pi * freq * inner / RATE)
+    np.testing.assert_allclose(whole[inner], expected, atol=2e-3)
+    for start in (0, 1, 7, 12345, len(whole) - 32000 - 1, len(whole) - 32000, len(whole)):
+        crop = read_crop(str(path), start, 32000)
+        first = min(start, len(whole) - 32000)  # a start too late reads the last 2 s
+        assert crop.shape == (32000,) and crop.dtype == np.float32
+        np.testing.assert_allclose(crop, whole[first : first + 32000], atol=1e-5)
+    # A file shorter than the crop loops, as at 16 kHz.
+    sine_file(path, rate, freq, 0.5)
+    short = read_audio(str(path))
+    np.testing.assert_array_equal(read_crop(str(path), 0, 20000), np.resize(short, 20000))
+
+
+def test_readers_unchanged_at_16k(tmp_path: Path) -> None:
+    from sslsv.data.dataset import read_audio, read_crop
+
+    path = tmp_path / "x.wav"
+    sine_file(path, RATE, 440.0, 1.0, channels=2)
+    raw = sf.read(str(path), dtype="float32")[0][:, 0]
+    np.testing.assert_array_equal(read_audio(str(path)), raw)
+    np.testing.assert_array_equal(read_crop(str(path), 100, 4000), raw[100:4100])
+    np.testing.assert_array_equal(read_crop(str(path), 15000, 4000), raw[-4000:])
+    np.testing.assert_array_equal(read_crop(str(path), 0, 40000), np.resize(raw, 40000))
+
+
+def test_resampled_data_dir_trains_and_extracts_at_16k(tmp_path: Path) -> None:
+    """Import with --allow-resample, then the training dataset and the extraction reader
+    see 16 kHz audio of the recorded durations."""
+    from sslsv.data.dataset import CropPairDataset, read_audio
+
+    sine_file(tmp_path / "c" / "s1" / "a.wav", 8000, 300.0, 1.5)
+    sine_file(tmp_path / "c" / "s2" / "b.wav", 44100, 440.0, 2.5)
+    tone(tmp_path / "c" / "s2" / "c.wav", seconds=1.2)
+    dest = tmp_path / "data"
+    argv = ["folder", str(tmp_path / "c"), str(dest), "--nj", "1", "--allow-resample"]
+    assert prepare_data.main(argv) == 0
+    assert read_dict(dest / "utt2sr") == {"s1-a": "8000", "s2-b": "44100", "s2-c": "16000"}
+    durations = {u: float(v) for u, v in read_dict(dest / "utt2dur").items()}
+    for utt, path in read_wav_scp(dest / "wav.scp").items():
+        assert len(read_audio(path, utt)) == int(durations[utt] * RATE)
+    dataset = CropPairDataset(dest, crop_samples=16000, seed=0)
+    for index in range(len(dataset)):
+        pair = dataset[(0, index)]
+        assert pair.shape == (2, 16000) and bool(pair.abs().max() > 0.05)
 
 
 # ----------------------------------------------------------------------------- VoxCeleb1
@@ -518,6 +720,22 @@ def test_make_trials_properties(caplog) -> None:
     assert sum(y for *_, y in trials) <= round(n * 6 * 0.25)
     assert make_trials(utt2spk, utt2session, 6, 0.25, seed=3) == trials
     assert make_trials(utt2spk, utt2session, 6, 0.25, seed=4) != trials
+
+
+def test_make_trials_logs_cross_session_targets(caplog) -> None:
+    utt2spk, utt2session = random_corpus(2)
+    with caplog.at_level(logging.INFO):
+        trials = make_trials(utt2spk, utt2session, trials_per_utt=5, target_fraction=0.4, seed=1)
+    targets = [(e, t) for e, t, y in trials if y]
+    cross = sum(utt2session[e] != utt2session[t] for e, t in targets)
+    assert 0 < cross < len(targets)  # spk03 has one session: its targets stay within it
+    assert f"({len(targets)} target, {cross} of them across sessions," in caplog.text
+    counts = count_trials(trials, utt2spk, utt2session)
+    used = {u for e, t, _ in trials for u in (e, t)}
+    assert counts == (len(trials), len(targets), cross, len({utt2spk[u] for u in used}), len(used))
+    assert count_trials(trials, utt2spk).cross_session_target == 0
+    with pytest.raises(DataError, match="not in utt2spk"):
+        count_trials([("ghost", "spk00-s0-0", False)], utt2spk)
 
 
 def test_make_trials_exact_counts_when_candidates_suffice() -> None:

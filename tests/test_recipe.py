@@ -26,7 +26,7 @@ def recipe(tmp_path_factory) -> Path:
     """A recipe directory of links to egs/mini, like a user's copy for a new experiment."""
     work = tmp_path_factory.mktemp("mini recipe")  # a space in the path, on purpose
     mini = REPO / "egs" / "mini"
-    for name in ("run.sh", "path.sh", "utils", "local"):
+    for name in ("run.sh", "path.sh", "cmd.sh", "utils", "local"):
         os.symlink(mini / name, work / name)
     (work / "conf").mkdir()
     for conf in (mini / "conf").glob("*.yaml"):

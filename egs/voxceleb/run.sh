@@ -23,6 +23,8 @@ wav_cache=""                # VoxCeleb2 m4a decoded once to 16 kHz wav here (nee
 musan_root=""
 rirs_root=""
 trials=O,E,H
+download=false              # true: fetch the official trial lists (checksummed) if missing
+num_rirs=200                # simulated rooms, when there is no RIRS_NOISES
 mean_utts=20000             # training utterances whose mean embedding is subtracted
 seed=1234
 models="final init"
@@ -51,6 +53,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   [ -n "$rirs_root" ] && aug_opts+=(--rirs-root "$rirs_root")
   local/prepare_data.sh --voxceleb1-root "$voxceleb1_root" --voxceleb2-root "$voxceleb2_root" \
     --wav-cache "$wav_cache" --data-root data --nj "$nj" --trials "$trials" \
+    --download "$download" \
     "${aug_opts[@]+"${aug_opts[@]}"}"
   # Augmentation sets live under data/aug/{rirs,noise,speech,music}: MUSAN / RIRS_NOISES when
   # given, simulated rooms and noises otherwise.
@@ -61,12 +64,12 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   [ -n "$rirs_root" ] && ln -sfn ../rirs data/aug/rirs
   if [ -z "$musan_root" ] || [ -z "$rirs_root" ]; then
     python -m sslsv.bin.make_aug_sets --out data/aug_simulated --seed "$seed" \
-      --babble-from "data/$train_set"
+      --babble-from "data/$train_set" --num-rirs "$num_rirs"
     for kind in rirs noise speech; do
       [ -e "data/aug/$kind" ] || ln -sfn "../aug_simulated/$kind" "data/aug/$kind"
     done
   fi
-  log "augmentation sets in use: $(ls data/aug | tr '\n' ' ')"
+  log "augmentation sets in use: $(for s in data/aug/*; do printf '%s=%s ' "${s##*/}" "$(readlink "$s")"; done)"
   # Every k-th utterance, so that the mean covers all speakers, not the first few.
   awk -v n="$mean_utts" -v total="$(wc -l < "data/$train_set/utt2spk")" \
     'BEGIN { k = int(total / n); if (k < 1) k = 1 } NR % k == 0 { print $1 }' \

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from sslsv.data.datadir import validate_data_dir, write_trials
-from sslsv.data.trials import make_trials
+from sslsv.data.trials import count_trials, make_trials
 from sslsv.fileio import DataError, read_dict
 
 
@@ -57,7 +57,21 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
         )
         write_trials(output, trials)
-        logging.info("wrote %d trials to %s", len(trials), output)
+        counts = count_trials(trials, utt2spk, utt2session)
+        logging.info(
+            "%s: %d speakers (%d utterances) -> %d trials: %d target (%s), %d non-target; "
+            "written to %s",
+            data_dir,
+            len(set(utt2spk.values())),
+            len(utt2spk),
+            counts.trials,
+            counts.target,
+            f"{counts.cross_session_target} across sessions (utt2session)"
+            if utt2session is not None
+            else "sessions unknown",
+            counts.trials - counts.target,
+            output,
+        )
     except DataError as e:
         logging.error("%s", e)
         return 1

@@ -5,13 +5,14 @@ Usage:
   python -m sslsv.bin.prepare_data folder ROOT DEST
   python -m sslsv.bin.prepare_data csv LIST DEST
   python -m sslsv.bin.prepare_data voxceleb1 ROOT [ROOT ...] DEST [--trials O,E,H]
-      [--veri-test F] [--list-test-all F] [--list-test-hard F]
+      [--veri-test F] [--list-test-all F] [--list-test-hard F] [--download [--download-dir D]]
   python -m sslsv.bin.prepare_data voxceleb2 ROOT DEST --wav-cache DIR
   python -m sslsv.bin.prepare_data musan ROOT DEST_PREFIX [--chunk-seconds 6]
   python -m sslsv.bin.prepare_data rirs ROOT DEST [--real]
 
 Every kind also takes --nj, --min-duration, --max-bad-fraction, --sample-rate,
---allow-resample, --speakers and --exclude-speakers (see --help of each kind).
+--allow-resample, --no-audio-check [--utt2dur F], --speakers and --exclude-speakers (see
+--help of each kind).
 Excluded files are listed in DEST/excluded.txt with the reason.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from sslsv.data import corpora
 from sslsv.data.audio_check import default_jobs
@@ -46,6 +48,17 @@ def _common_options(min_duration: float) -> argparse.ArgumentParser:
         "--allow-resample",
         action="store_true",
         help="accept other rates: record them in utt2sr (readers resample) instead of failing",
+    )
+    common.add_argument(
+        "--no-audio-check",
+        action="store_true",
+        help="open no audio file (paths need not exist yet): durations come from --utt2dur, or "
+        "no utt2dur is written; rates and channels are not checked",
+    )
+    common.add_argument(
+        "--utt2dur",
+        metavar="FILE",
+        help="with --no-audio-check: 'utt seconds' lines giving every utterance's duration",
     )
     common.add_argument("--speakers", metavar="FILE", help="keep only these speakers")
     common.add_argument("--exclude-speakers", metavar="FILE", help="drop these speakers")
@@ -85,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--veri-test", metavar="FILE", help="veri_test2.txt (trials_O)")
     p.add_argument("--list-test-all", metavar="FILE", help="list_test_all2.txt (trials_E)")
     p.add_argument("--list-test-hard", metavar="FILE", help="list_test_hard2.txt (trials_H)")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch official lists found neither given nor next to the corpus from the VoxCeleb "
+        "site (HTTPS, MD5-checked) into --download-dir",
+    )
+    p.add_argument(
+        "--download-dir",
+        metavar="DIR",
+        help="where --download puts the lists (default: DEST/../local/voxceleb1_meta)",
+    )
 
     p = sub.add_parser("voxceleb2", parents=[speech], help="ROOT/dev/aac/idXXXXX/VIDEO/*.m4a")
     p.add_argument("root")
@@ -114,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> corpora.ImportOptions:
+    if args.utt2dur and not args.no_audio_check:
+        raise DataError("--utt2dur is only used with --no-audio-check (else headers are read)")
     return corpora.ImportOptions(
+        check_audio=not args.no_audio_check,
+        durations=corpora.read_durations(args.utt2dur) if args.utt2dur else None,
         min_duration=args.min_duration,
         max_bad_fraction=args.max_bad_fraction,
         sample_rate=args.sample_rate,
@@ -128,6 +156,8 @@ def options_from_args(args: argparse.Namespace) -> corpora.ImportOptions:
 
 
 def run(args: argparse.Namespace) -> None:
+    if getattr(args, "download_dir", None) and not args.download:
+        raise DataError("--download-dir is only used with --download")
     options = options_from_args(args)
     if args.kind == "librispeech":
         corpora.prepare_librispeech(args.root, args.dest, options)
@@ -144,6 +174,11 @@ def run(args: argparse.Namespace) -> None:
             trials=kinds,
             trial_list_files={k: v for k, v in given.items() if v},
             options=options,
+            download_dir=(
+                (args.download_dir or Path(args.dest).parent / "local" / "voxceleb1_meta")
+                if args.download
+                else None
+            ),
         )
     elif args.kind == "voxceleb2":
         corpora.prepare_voxceleb2(args.root, args.dest, args.wav_cache, options, args.subset)

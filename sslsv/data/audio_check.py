@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class AudioInfo:
+class AudioInfo(NamedTuple):
     """What a file header says; ``error`` is set (and the rest zero) when it is unreadable."""
 
     frames: int = 0
     sample_rate: int = 0
     channels: int = 0
     error: str | None = None
+    #: Set when the duration comes from a table rather than the header (``frames`` is then
+    #: its rounding to samples).
+    seconds: float | None = None
 
     @property
     def duration(self) -> float:
+        if self.seconds is not None:
+            return self.seconds
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 

@@ -14,6 +14,8 @@ Audio policy (header level, fast, parallel):
   then ``utt2sr`` records every file's rate and readers must resample.
 - more than one channel: kept; readers use the first channel; the count is logged.
 - every excluded file is listed in ``DEST/excluded.txt`` as ``utt<TAB>reason<TAB>path``.
+- ``check_audio=False`` opens no file: durations come from a given table (the rules above
+  that need only a duration still apply) or ``utt2dur`` is left out, with a log line.
 
 The destination is built in a temporary folder and swapped in at the end, so a failed import
 leaves any previous ``DEST`` untouched.
@@ -22,16 +24,22 @@ leaves any previous ``DEST`` untouched.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import logging
+import math
 import os
 import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Collection, Iterable
+import urllib.error
+import urllib.request
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from sslsv.data.audio_check import AudioInfo, default_jobs, probe_audio_files
 from sslsv.data.datadir import (
@@ -43,7 +51,7 @@ from sslsv.data.datadir import (
     validate_data_dir,
     write_trials,
 )
-from sslsv.fileio import DataError, atomic_write, kaldi_sort_key, write_table
+from sslsv.fileio import DataError, atomic_write, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +66,8 @@ def sanitize_id(text: str) -> str:
     return _ODD_CHARS.sub("_", text)
 
 
-@dataclass(frozen=True)
-class Recording:
-    """One audio file of a corpus, as an importer found it."""
+class Recording(NamedTuple):
+    """One audio file of a corpus, as an importer found it (a tuple: cheap by the million)."""
 
     utt: str
     speaker: str
@@ -83,6 +90,11 @@ class ImportOptions:
     speakers: Collection[str] | None = None
     #: Drop these speakers (one that is not in the corpus is only logged).
     exclude_speakers: Collection[str] | None = None
+    #: False: open no audio file (paths need not exist). Durations then come from
+    #: ``durations`` (utterance id -> seconds; every utterance must have one) or, without it,
+    #: no ``utt2dur`` is written; rates and channels are taken on trust.
+    check_audio: bool = True
+    durations: Mapping[str, float] | None = None
 
 
 @dataclass
@@ -107,7 +119,23 @@ def read_id_file(path: PathLike) -> list[str]:
         return [line.split()[0] for line in f if line.strip()]
 
 
-def _audio_path(path: Path) -> str:
+def read_durations(path: PathLike) -> dict[str, float]:
+    """A ``utt2dur``-style table (``utt seconds``); bad lines are errors naming file and line."""
+    durations: dict[str, float] = {}
+    for lineno, (utt, value) in enumerate(read_table(path), 1):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = float("nan")
+        if not 0 <= seconds < float("inf"):
+            raise DataError(f"{path}:{lineno}: utterance {utt!r}: bad duration {value!r}")
+        if utt in durations:
+            raise DataError(f"{path}:{lineno}: duplicate utterance {utt!r}")
+        durations[utt] = seconds
+    return durations
+
+
+def _audio_path(path: PathLike) -> str:
     """Absolute path as it goes into wav.scp; refuses what a text table cannot hold."""
     text = os.path.abspath(path)
     if "\n" in text or text != text.strip():
@@ -168,6 +196,56 @@ def _chunk(
     return spans
 
 
+def _unchecked_infos(
+    items: list[Recording], options: ImportOptions, dest: Path, chunk_seconds: float
+) -> list[AudioInfo]:
+    """What the audio checks would have found, without opening a file (``check_audio`` off).
+
+    With ``durations``, a file's frame count is its duration at ``sample_rate`` (so the
+    min-duration rule and chunking still apply); without, every file passes as one frame long
+    and no ``utt2dur`` is written.
+    """
+    rate = options.sample_rate
+    if options.durations is None:
+        if chunk_seconds > 0:
+            raise DataError(
+                f"{dest}: cutting into chunks needs durations: give them (--utt2dur FILE) or "
+                "check the audio"
+            )
+        log.info(
+            "%s: audio checks off and no durations given: no utt2dur written and no "
+            "min-duration rule applied (compute utt2dur later with utils/data/get_utt2dur.sh)",
+            dest,
+        )
+        return [AudioInfo(error=r.error) if r.error else AudioInfo(1, rate, 1) for r in items]
+    unused = len(options.durations) - sum(r.utt in options.durations for r in items)
+    if unused:
+        log.info("%s: %d entries of the duration table name no utterance here", dest, unused)
+    durations = options.durations
+    missing = [r.utt for r in items if r.error is None and r.utt not in durations]
+    if missing:
+        raise DataError(
+            f"{dest}: the duration table has no entry for {len(missing)} of {len(items)} "
+            f"utterances, e.g. {missing[:5]}; every utterance needs one when audio checks are off"
+        )
+    bad = [r.utt for r in items if r.error is None and not 0 <= durations[r.utt] < math.inf]
+    if bad:
+        raise DataError(f"{dest}: utterance {bad[0]!r}: bad duration {durations[bad[0]]!r}")
+    # A million infos are built here: tuple.__new__ skips the NamedTuple constructor's
+    # argument handling, most of its cost (the tuples below have every field, in order).
+    # A positive duration that rounds to no sample is still not empty.
+    make = functools.partial(tuple.__new__, AudioInfo)
+    infos = [
+        make((0, 0, 0, r.error, None))
+        if r.error is not None
+        else make((max(1, round(s * rate)) if s > 0 else 0, rate, 1, None, s))
+        for r in items
+        for s in (durations.get(r.utt, 0.0),)
+    ]
+    log.info("%s: audio checks off: durations from the given table", dest)
+    return infos
+
+
 def import_recordings(
     items: Iterable[Recording],
     dest: PathLike,
@@ -185,7 +263,9 @@ def import_recordings(
     """
     options = options or ImportOptions()
     dest = Path(dest)
-    items = sorted(items, key=lambda r: kaldi_sort_key(r.utt))
+    # Plain str order is code point order = the UTF-8 byte order of LC_ALL=C (kaldi_sort_key),
+    # and much cheaper for a million ids.
+    items = sorted(items, key=lambda r: r.utt)
     if not items:
         raise DataError(f"{dest}: no audio files found to import")
     _check_unique(items)
@@ -203,10 +283,14 @@ def import_recordings(
     if not items:
         raise DataError(f"{dest}: no utterance left after speaker selection")
 
-    to_probe = [r for r in items if r.error is None]
-    probed = iter(probe_audio_files([r.path for r in to_probe], nj=options.nj))
-    infos = [AudioInfo(error=r.error) if r.error else next(probed) for r in items]
+    if options.check_audio:
+        to_probe = [r for r in items if r.error is None]
+        probed = iter(probe_audio_files([r.path for r in to_probe], nj=options.nj))
+        infos = [AudioInfo(error=r.error) if r.error else next(probed) for r in items]
+    else:
+        infos = _unchecked_infos(items, options, dest, chunk_seconds)
 
+    with_durations = options.check_audio or options.durations is not None
     kept: list[tuple[Recording, AudioInfo]] = []
     excluded: list[tuple[str, str, str]] = []
     wrong_rate: list[tuple[str, int]] = []
@@ -218,7 +302,7 @@ def import_recordings(
         elif info.frames == 0:
             excluded.append((r.utt, "empty: 0 samples", r.path))
             bad += 1
-        elif info.duration < options.min_duration:
+        elif with_durations and info.duration < options.min_duration:
             why = f"too short: {info.duration:.3f} s < min-duration {options.min_duration} s"
             excluded.append((r.utt, why, r.path))
         else:
@@ -262,15 +346,19 @@ def import_recordings(
     if not kept:
         raise DataError(f"{dest}: every file was excluded ({len(excluded)}); see the reasons above")
 
-    tables: dict[str, dict[str, str]] = {"wav.scp": {}, "utt2spk": {}, "utt2dur": {}}
+    # Rows are appended in utterance order; lists, not dicts, because a million-entry import
+    # holds several of them at once.
+    tables: dict[str, list[tuple[str, str]]] = {"wav.scp": [], "utt2spk": []}
+    if with_durations:
+        tables["utt2dur"] = []
     if all(r.session is not None for r, _ in kept):
-        tables["utt2session"] = {}
+        tables["utt2session"] = []
     if options.allow_resample and wrong_rate:
-        tables["utt2sr"] = {}
+        tables["utt2sr"] = []
     if chunk_seconds > 0:
-        tables["segments"] = {}
+        tables["segments"] = []
     for r, info in kept:
-        tables["wav.scp"][r.utt] = r.path
+        tables["wav.scp"].append((r.utt, r.path))
         if chunk_seconds > 0:
             spans = _chunk(info.frames, info.sample_rate, chunk_seconds, options.min_duration)
             width = max(4, len(str(len(spans) - 1)))
@@ -279,24 +367,27 @@ def import_recordings(
             units = [(r.utt, 0, info.frames)]
         for utt, start, end in units:
             rate = info.sample_rate
-            tables["utt2spk"][utt] = r.speaker
-            tables["utt2dur"][utt] = format_seconds((end - start) / rate)
+            tables["utt2spk"].append((utt, r.speaker))
+            if with_durations:
+                seconds = (end - start) / rate if chunk_seconds > 0 else info.duration
+                tables["utt2dur"].append((utt, format_seconds(seconds)))
             if "segments" in tables:
-                tables["segments"][utt] = (
-                    f"{r.utt} {format_seconds(start / rate)} {format_seconds(end / rate)}"
-                )
+                times = f"{format_seconds(start / rate)} {format_seconds(end / rate)}"
+                tables["segments"].append((utt, f"{r.utt} {times}"))
             if "utt2session" in tables:
-                tables["utt2session"][utt] = r.session
+                tables["utt2session"].append((utt, r.session))
             if "utt2sr" in tables:
-                tables["utt2sr"][utt] = str(rate)
+                tables["utt2sr"].append((utt, str(rate)))
+    num_files = len(kept)
+    del kept, infos, items
 
-    kept_utts = set(tables["utt2spk"])
+    utt2spk = dict(tables["utt2spk"])
     written_trials: dict[str, list[Trial]] = {}
     dropped_trials: list[str] = []
     for name, (_, trials) in (trial_lists or {}).items():
         written_trials[name] = []
         for lineno, trial in enumerate(trials, 1):
-            if trial[0] in kept_utts and trial[1] in kept_utts:
+            if trial[0] in utt2spk and trial[1] in utt2spk:
                 written_trials[name].append(trial)
             else:
                 label = "target" if trial[2] else "nontarget"
@@ -308,19 +399,30 @@ def import_recordings(
             dest / "excluded_trials.txt",
         )
 
+    num_utts = len(utt2spk)
     tmp = _new_tmp_dir(dest)
     try:
-        for name, table in tables.items():
-            write_table(tmp / name, table)
-        spk2utt = spk2utt_from_utt2spk(tables["utt2spk"])
-        write_table(tmp / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+        for name, rows in tables.items():
+            # Sorting (key, value) pairs whose keys are unique sorts by key, in plain str order
+            # (= LC_ALL=C); near-free when the rows already are in order (no chunks).
+            rows.sort()
+            write_table(tmp / name, rows, sort=False)
+        del tables
+        spk2utt = spk2utt_from_utt2spk(utt2spk)
+        num_spk = len(spk2utt)
+        del utt2spk
+        write_table(tmp / "spk2utt", [(s, " ".join(u)) for s, u in spk2utt.items()], sort=False)
+        del spk2utt
         for name, trials in written_trials.items():
             write_trials(tmp / name, trials)
+        trial_counts = {name: len(t) for name, t in written_trials.items()}
+        del written_trials
         with atomic_write(tmp / "excluded.txt") as f:
             f.writelines(f"{u}\t{why}\t{p}\n" for u, why, p in excluded)
         if dropped_trials:
             with atomic_write(tmp / "excluded_trials.txt") as f:
                 f.writelines(dropped_trials)
+        # Independent check of what was written, read back from the files.
         validate_data_dir(tmp, check_wav_exists=False)
         _replace_dir(tmp, dest)
     except BaseException:
@@ -335,21 +437,21 @@ def import_recordings(
     log.info(
         "%s: %d utterances of %d speakers from %d files; %s",
         dest,
-        len(kept_utts),
-        len(spk2utt),
-        len(kept),
+        num_utts,
+        num_spk,
+        num_files,
         f"excluded {len(excluded)} files ({summary}), listed in {dest / 'excluded.txt'}"
         if excluded
         else "no file excluded",
     )
     return ImportReport(
         dest=dest,
-        utterances=len(kept_utts),
-        speakers=len(spk2utt),
+        utterances=num_utts,
+        speakers=num_spk,
         excluded=excluded,
         bad=bad,
         multichannel=multichannel,
-        trials={name: len(t) for name, t in written_trials.items()},
+        trials=trial_counts,
     )
 
 
@@ -558,6 +660,75 @@ VOXCELEB1_TRIAL_LISTS = {
 }
 
 
+#: Where the VoxCeleb authors publish the cleaned lists, and their MD5 sums. The sums are the
+#: ones other open recipes check the same files against (PaddleSpeech's VoxCeleb1 preparation
+#: and the Avignon mirror list of the kiwano toolkit agree on all three); MD5 is only an
+#: integrity check here, against truncated or altered downloads.
+VOXCELEB1_META_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
+VOXCELEB1_TRIAL_MD5 = {
+    "veri_test2.txt": "b73110731c9223c1461fe49cb48dddfc",
+    "list_test_all2.txt": "a53e059deb562ffcfc092bf5d90d9f3a",
+    "list_test_hard2.txt": "857790e09d579a68eb2e339a090343c8",
+}
+
+
+def file_md5(path: PathLike) -> str:
+    """Hex MD5 of a file, read in blocks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: PathLike, md5: str, timeout: float = 60.0) -> Path:
+    """Fetch ``url`` (HTTPS only) to ``dest``, atomically, checking its MD5.
+
+    ``dest`` appears only when the whole file arrived and its checksum matches; any failure
+    (offline, HTTP error, wrong checksum) is a :class:`DataError` naming the URL.
+    """
+    dest = Path(dest)
+    if not url.startswith("https://"):
+        raise DataError(f"{url}: refusing to download over anything but HTTPS")
+    log.info("downloading %s -> %s", url, dest)
+    digest = hashlib.md5(usedforsecurity=False)
+    with atomic_write(dest, "wb") as out:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+        except OSError as e:  # URLError, HTTPError, timeouts and resets are all OSErrors
+            plain_url_error = isinstance(e, urllib.error.URLError) and not isinstance(
+                e, urllib.error.HTTPError
+            )
+            raise DataError(
+                f"cannot download {url}: {e.reason if plain_url_error else e} (is this machine "
+                f"online?); nothing written. Fetch the file elsewhere and put it at {dest}, or "
+                "pass its path"
+            ) from None
+        if digest.hexdigest() != md5:
+            raise DataError(
+                f"{url}: MD5 {digest.hexdigest()} does not match the published {md5}; nothing "
+                f"written to {dest} (a partial or changed download?)"
+            )
+    return dest
+
+
+def download_voxceleb1_trial_list(kind: str, folder: PathLike) -> Path:
+    """The official list of trial kind ``O``/``E``/``H`` in ``folder``, downloaded when absent
+    or when the copy there does not match the published checksum."""
+    file_name = VOXCELEB1_TRIAL_LISTS[kind][1]
+    dest = Path(folder) / file_name
+    md5 = VOXCELEB1_TRIAL_MD5[file_name]
+    if dest.is_file():
+        if file_md5(dest) == md5:
+            log.info("%s: already downloaded, checksum OK", dest)
+            return dest
+        log.warning("%s: checksum differs from the published one; downloading it again", dest)
+    return download_file(VOXCELEB1_META_URL + file_name, dest, md5)
+
+
 def read_voxceleb_trial_list(path: PathLike) -> list[Trial]:
     """An official list (``1|0 id/video/file.wav id/video/file.wav``) as Kaldi trials, in order."""
     path = Path(path)
@@ -581,8 +752,14 @@ def read_voxceleb_trial_list(path: PathLike) -> list[Trial]:
     return trials
 
 
-def find_voxceleb1_trial_list(kind: str, roots: list[Path], given: PathLike | None = None) -> Path:
-    """The official list for trial kind ``O``/``E``/``H``: ``given``, or next to the corpus."""
+def find_voxceleb1_trial_list(
+    kind: str,
+    roots: list[Path],
+    given: PathLike | None = None,
+    download_dir: PathLike | None = None,
+) -> Path:
+    """The official list for trial kind ``O``/``E``/``H``: ``given``, else next to the corpus,
+    else (only when ``download_dir`` is set) downloaded into ``download_dir``."""
     trials_name, file_name, flag = VOXCELEB1_TRIAL_LISTS[kind]
     if given is not None:
         if not Path(given).is_file():
@@ -594,10 +771,13 @@ def find_voxceleb1_trial_list(kind: str, roots: list[Path], given: PathLike | No
     for place in places:
         if (place / file_name).is_file():
             return place / file_name
+    if download_dir is not None:
+        return download_voxceleb1_trial_list(kind, download_dir)
     raise DataError(
         f"{trials_name} needs the official list {file_name}, not found in "
-        f"{sorted({str(p) for p in places})}; get it from the VoxCeleb1 page and pass its path "
-        f"({flag} FILE) or put it next to the corpus"
+        f"{sorted({str(p) for p in places})}; pass its path ({flag} FILE), put it next to the "
+        f"corpus, or let stage 0 download it ({VOXCELEB1_META_URL}{file_name}) with "
+        "--download true (prepare_data: --download)"
     )
 
 
@@ -607,12 +787,14 @@ def prepare_voxceleb1(
     trials: Iterable[str] = ("O",),
     trial_list_files: dict[str, PathLike] | None = None,
     options: ImportOptions | None = None,
+    download_dir: PathLike | None = None,
 ) -> ImportReport:
     """Import VoxCeleb1 (one or more roots, e.g. dev and test) and convert official trial lists.
 
     ``trials``: which of ``O`` (veri_test2), ``E`` (list_test_all2), ``H`` (list_test_hard2) to
     write as ``trials_O``/``trials_E``/``trials_H``, line for line; ``trial_list_files`` gives
-    their paths, else they are looked for next to the corpus.
+    their paths, else they are looked for next to the corpus, else downloaded (checksummed)
+    into ``download_dir`` when it is given.
     """
     roots = [Path(r) for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
     items = [r for root in roots for r in list_voxceleb1(root)]
@@ -620,7 +802,9 @@ def prepare_voxceleb1(
     for kind in trials:
         if kind not in VOXCELEB1_TRIAL_LISTS:
             raise DataError(f"unknown VoxCeleb1 trial list {kind!r}; choose from O, E, H")
-        source = find_voxceleb1_trial_list(kind, roots, (trial_list_files or {}).get(kind))
+        source = find_voxceleb1_trial_list(
+            kind, roots, (trial_list_files or {}).get(kind), download_dir
+        )
         lists[VOXCELEB1_TRIAL_LISTS[kind][0]] = (source, read_voxceleb_trial_list(source))
     return import_recordings(items, dest, options, trial_lists=lists)
 

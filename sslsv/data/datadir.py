@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -67,9 +68,10 @@ PathLike = str | os.PathLike
 def spk2utt_from_utt2spk(utt2spk: dict[str, str]) -> dict[str, list[str]]:
     """Group utterances by speaker, both levels in ``LC_ALL=C`` order."""
     spk2utt: dict[str, list[str]] = {}
-    for utt in sorted(utt2spk, key=kaldi_sort_key):
+    # Plain str order is code point order, i.e. the UTF-8 byte order of kaldi_sort_key.
+    for utt in sorted(utt2spk):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    return dict(sorted(spk2utt.items(), key=lambda kv: kaldi_sort_key(kv[0])))
+    return dict(sorted(spk2utt.items()))
 
 
 def write_spk2utt(data_dir: PathLike) -> None:
@@ -229,6 +231,12 @@ def trial_files(data_dir: PathLike) -> list[str]:
     )
 
 
+_VALUE_CHECKED = frozenset(
+    ("utt2spk", "utt2session", "utt2lang", "spk2gender", "utt2dur", "reco2dur")
+    + ("utt2num_frames", "utt2sr", "segments", "wav.scp")
+)
+
+
 def _check_value(name: str, value: str) -> str | None:
     """Why ``value`` is not a valid value for file ``name``, or None."""
     if name in ("utt2spk", "utt2session", "utt2lang", "spk2gender"):
@@ -236,7 +244,8 @@ def _check_value(name: str, value: str) -> str | None:
             return f"expected one token, got {value!r}"
     elif name in ("utt2dur", "reco2dur"):
         try:
-            ok = float(value) > 0 and np.isfinite(float(value))
+            seconds = float(value)
+            ok = seconds > 0 and math.isfinite(seconds)
         except ValueError:
             ok = False
         if not ok:
@@ -275,8 +284,10 @@ class _Errors:
 def _read_keyed(path: Path, errors: _Errors, check_sorted: bool = True) -> dict[str, str]:
     """Read a Kaldi table, reporting bad lines, duplicates and sort order to ``errors``."""
     out: dict[str, str] = {}
-    first_line: dict[str, int] = {}
     prev = None
+    name = path.name
+    # _check_value has nothing to say about the values of other files: skip the call.
+    unchecked = name not in _VALUE_CHECKED
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.rstrip("\n").split(maxsplit=1)
@@ -285,27 +296,42 @@ def _read_keyed(path: Path, errors: _Errors, check_sorted: bool = True) -> dict[
                 errors.add(f"{path}:{lineno}: {what}")
                 continue
             key, value = parts[0], parts[1].strip()
-            bad = _check_value(path.name, value)
+            bad = None if unchecked else _check_value(name, value)
             if bad:
                 errors.add(f"{path}:{lineno}: id {key!r}: {bad}")
             if key in out:
                 errors.add(
-                    f"{path}:{lineno}: duplicate id {key!r} (first on line {first_line[key]})"
+                    f"{path}:{lineno}: duplicate id {key!r} (first on line "
+                    f"{_first_line_of(path, key)})"
                 )
                 continue
-            if check_sorted and prev is not None and kaldi_sort_key(key) < kaldi_sort_key(prev):
+            # Python orders str by code point, which for UTF-8 text is the byte order of
+            # LC_ALL=C (kaldi_sort_key), without encoding every key.
+            if check_sorted and prev is not None and key < prev:
                 errors.add(
                     f"{path}:{lineno}: id {key!r} comes after {prev!r}: not sorted in "
                     "LC_ALL=C order (fix_data_dir re-sorts)"
                 )
-            out[key], first_line[key], prev = value, lineno, key
+            out[key], prev = value, key
     return out
+
+
+def _first_line_of(path: Path, key: str) -> int:
+    """Line number of the first line of ``path`` with id ``key`` (only for error messages, so
+    that reading a table need not remember every line number)."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.split(maxsplit=1)[:1] == [key]:
+                return lineno
+    return 0
 
 
 def _compare_keys(
     errors: _Errors, path: Path, keys: dict[str, str], expected: set[str], what: str
 ) -> None:
     """Report ids of ``path`` that are not in ``expected`` and vice versa."""
+    if keys.keys() == expected:  # the usual case, settled by one set comparison
+        return
     extra = [k for k in keys if k not in expected]
     missing = sorted(expected.difference(keys), key=kaldi_sort_key)
     for k in extra[:5]:
@@ -362,8 +388,12 @@ def validate_data_dir(path: PathLike, check_wav_exists: bool = True) -> list[str
     tables = {"utt2spk": utt2spk}
     for name in utterance_files(data_dir):
         if name != "utt2spk":
-            tables[name] = _read_keyed(data_dir / name, errors)
-            _compare_keys(errors, data_dir / name, tables[name], utts, "utterance")
+            table = _read_keyed(data_dir / name, errors)
+            _compare_keys(errors, data_dir / name, table, utts, "utterance")
+            # Keep only the tables needed below: a million-line data dir is large.
+            if name == "segments" or (name == "wav.scp" and check_wav_exists):
+                tables[name] = table
+            del table
 
     recordings: set[str] = set()
     if "segments" in tables:
@@ -415,10 +445,7 @@ def validate_data_dir(path: PathLike, check_wav_exists: bool = True) -> list[str
             f"speaker id (e.g. {unprefixed[0]!r}); Kaldi sort orders may disagree"
         )
     speakers_in_order = list(utt2spk.values())
-    if any(
-        kaldi_sort_key(a) > kaldi_sort_key(b)
-        for a, b in zip(speakers_in_order, speakers_in_order[1:])
-    ):
+    if any(a > b for a, b in zip(speakers_in_order, speakers_in_order[1:])):  # byte order
         warnings.append(f"{data_dir}/utt2spk: not sorted by speaker as well as by utterance")
     for w in warnings:
         log.warning(w)

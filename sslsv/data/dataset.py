@@ -6,6 +6,8 @@ depend on worker assignment and a resumed run reproduces an uninterrupted one ex
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,29 +20,92 @@ from torch.utils.data import Dataset, Sampler
 from sslsv.data.datadir import read_wav_scp
 from sslsv.fileio import DataError, read_dict
 
+#: The rate every reader returns; files at other rates (imported with --allow-resample,
+#: recorded in utt2sr) are resampled on read.
+SAMPLE_RATE = 16000
 
-def read_crop(path: str, start: int, length: int, utt: str = "") -> np.ndarray:
-    """``length`` samples from ``start`` (first channel), looped when the file is short."""
+
+@functools.lru_cache(maxsize=8)
+def _resampler(rate: int, target: int) -> torch.nn.Module:
+    # The transform keeps its filter bank, which costs as much to build as to apply.
+    import torchaudio.transforms
+
+    return torchaudio.transforms.Resample(rate, target)
+
+
+def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Band-limited (windowed-sinc, torchaudio's defaults) resampling of a 1-D signal."""
+    signal = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    with torch.no_grad():
+        return _resampler(rate, target)(signal).numpy()
+
+
+def _resample_context(rate: int, target: int) -> tuple[int, int, int]:
+    """(native block, target block, context blocks) for reading a span and resampling it.
+
+    After reduction by the gcd, ``native`` input samples make exactly ``target`` output
+    samples; a read that starts on a block boundary therefore lines up with the whole-file
+    result, and ``context`` blocks either side cover the resampling filter (torchaudio's
+    default: 6 zero crossings at 0.99 of the lower Nyquist), so a crop equals the matching
+    slice of the resampled file.
+    """
+    g = math.gcd(rate, target)
+    native, out = rate // g, target // g
+    filter_width = math.ceil(6 * native / (min(native, out) * 0.99))
+    return native, out, -(-(filter_width + native + 1) // native)
+
+
+def read_crop(
+    path: str, start: int, length: int, utt: str = "", *, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """``length`` samples from ``start`` (first channel), looped when the file is short.
+
+    ``start`` and ``length`` count samples at ``sample_rate``; a file at another rate is read
+    over the same time span (plus filter context) and resampled.
+    """
     try:
         with sf.SoundFile(path) as f:
             total = f.frames
             if total == 0:
                 raise DataError(f"utterance {utt!r}: {path} is empty")
-            if total <= length:
+            rate = f.samplerate
+            if rate == sample_rate:
+                if total <= length:
+                    audio = f.read(dtype="float32", always_2d=True)[:, 0]
+                    return np.resize(audio, length)
+                f.seek(min(start, total - length))
+                return f.read(length, dtype="float32", always_2d=True)[:, 0]
+            total_out = total * sample_rate // rate
+            if total_out <= length:
                 audio = f.read(dtype="float32", always_2d=True)[:, 0]
-                return np.resize(audio, length)
-            f.seek(min(start, total - length))
-            return f.read(length, dtype="float32", always_2d=True)[:, 0]
+                return np.resize(_resample(audio, rate, sample_rate)[:total_out], length)
+            start = min(start, total_out - length)
+            native, out, context = _resample_context(rate, sample_rate)
+            first = max(0, start // out - context)
+            last = min(-(-total // native), -(-(start + length) // out) + context)
+            f.seek(first * native)
+            span = f.read(
+                min(total, last * native) - first * native, dtype="float32", always_2d=True
+            )
+            offset = start - first * out
+            return _resample(span[:, 0], rate, sample_rate)[offset : offset + length]
     except sf.LibsndfileError as e:
         raise DataError(f"utterance {utt!r}: cannot read {path}: {e}") from None
 
 
-def read_audio(path: str, utt: str = "") -> np.ndarray:
-    """A whole file, first channel, float32."""
+def read_audio(path: str, utt: str = "", *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A whole file, first channel, float32, at ``sample_rate`` (resampled when the file is not)."""
     try:
-        return sf.read(path, dtype="float32", always_2d=True)[0][:, 0]
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise DataError(f"utterance {utt!r}: cannot read {path}: {e}") from None
+    audio = audio[:, 0]
+    if rate != sample_rate and audio.size:
+        # Same length rule as read_crop: the output samples that fall inside the file.
+        frames = audio.size
+        audio = _resample(audio, rate, sample_rate)
+        audio = audio[: frames * sample_rate // rate]
+    return audio
 
 
 class CropPairDataset(Dataset):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,6 +12,36 @@ from sslsv.fileio import DataError, kaldi_sort_key
 log = logging.getLogger(__name__)
 
 Trial = tuple[str, str, bool]
+
+
+class TrialCounts(NamedTuple):
+    """What a trial list holds; ``cross_session_target`` is 0 when sessions are unknown."""
+
+    trials: int
+    target: int
+    cross_session_target: int
+    speakers: int
+    utterances: int
+
+
+def count_trials(
+    trials: list[Trial], utt2spk: dict[str, str], utt2session: dict[str, str] | None = None
+) -> TrialCounts:
+    """Count trials, targets, targets whose two sides come from different sessions, and the
+    speakers and utterances the list uses. Every utterance must be in ``utt2spk``."""
+    used: set[str] = set()
+    target = cross = 0
+    for enroll, test, is_target in trials:
+        used.add(enroll)
+        used.add(test)
+        if is_target:
+            target += 1
+            if utt2session is not None and utt2session[enroll] != utt2session[test]:
+                cross += 1
+    unknown = sorted(u for u in used if u not in utt2spk)
+    if unknown:
+        raise DataError(f"trials name {len(unknown)} utterances not in utt2spk, e.g. {unknown[:3]}")
+    return TrialCounts(len(trials), target, cross, len({utt2spk[u] for u in used}), len(used))
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:
@@ -119,12 +150,15 @@ def make_trials(
             short_targets,
             short_nontargets,
         )
-    num_target = sum(t[2] for t in trials)
+    counts = count_trials(trials, utt2spk, utt2session)
     log.info(
-        "make_trials: %d trials (%d target, %d non-target) over %d utterances of %d speakers",
-        len(trials),
-        num_target,
-        len(trials) - num_target,
+        "make_trials: %d trials (%d target, %s, %d non-target) over %d utterances of %d speakers",
+        counts.trials,
+        counts.target,
+        f"{counts.cross_session_target} of them across sessions"
+        if utt2session is not None
+        else "sessions unknown",
+        counts.trials - counts.target,
         n,
         len(spk_sessions),
     )

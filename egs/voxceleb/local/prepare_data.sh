@@ -3,13 +3,15 @@
 #
 #   local/prepare_data.sh --voxceleb1-root DIR [--voxceleb1-root2 DIR] [--voxceleb2-root DIR]
 #       [--musan-root DIR] [--rirs-root DIR] [--wav-cache DIR] [--data-root data] [--nj 8]
-#       [--trials O,E,H]
+#       [--trials O,E,H] [--download false|true]
 #
 # Writes (each only when its corpus root is given):
 #   DATA/vox1             VoxCeleb1 (dev + test when both roots are given, e.g. vox1_dev_wav
 #                         and vox1_test_wav), with trials_O/E/H converted from the official
 #                         cleaned lists (veri_test2.txt, list_test_all2.txt, list_test_hard2.txt:
-#                         found next to the corpus or passed with --veri-test etc.)
+#                         found next to the corpus or passed with --veri-test etc.; with
+#                         --download true, lists found in neither place are fetched from the
+#                         VoxCeleb site over HTTPS, MD5-checked, into DATA/local/voxceleb1_meta)
 #   DATA/vox2_dev         VoxCeleb2 dev, m4a decoded once to 16 kHz WAV under --wav-cache
 #   DATA/musan_{noise,speech,music}   6-second virtual chunks (segments files)
 #   DATA/rirs             RIRS_NOISES simulated rooms
@@ -29,6 +31,7 @@ trials=O,E,H
 veri_test=""
 list_test_all=""
 list_test_hard=""
+download=false
 help_message="Usage: $0 [options]   (see the comment at the top of $0)"
 
 . "$(dirname "$(readlink -f "$0")")/../../../utils/parse_options.sh"
@@ -44,6 +47,11 @@ if [ -z "$voxceleb1_root$voxceleb2_root$musan_root$rirs_root" ]; then
   exit 1
 fi
 
+case "$download" in
+  true|false) ;;
+  *) echo "$0: --download must be true or false, got '$download'" >&2; exit 1 ;;
+esac
+
 prepare() { "$SSLSV_PYTHON" -m sslsv.bin.prepare_data "$@" --nj "$nj"; }
 
 if [ -n "$voxceleb1_root" ]; then
@@ -53,6 +61,7 @@ if [ -n "$voxceleb1_root" ]; then
   [ -n "$veri_test" ] && lists+=(--veri-test "$veri_test")
   [ -n "$list_test_all" ] && lists+=(--list-test-all "$list_test_all")
   [ -n "$list_test_hard" ] && lists+=(--list-test-hard "$list_test_hard")
+  [ "$download" = true ] && lists+=(--download --download-dir "$data_root/local/voxceleb1_meta")
   prepare voxceleb1 "${roots[@]}" "$data_root/vox1" --trials "$trials" \
     "${lists[@]+"${lists[@]}"}"
 fi
