@@ -119,9 +119,10 @@ class Trainer:
         self.augmenter = build_augmenter(cfg, self.device)
         self.epoch, self.step = 0, 0  # position: next step to run
         self._resume()
-        self.forward = self.method
+        # What the step calls: the method itself, or its DDP wrapper (gradient all-reduce).
+        self.method_step = self.method
         if self.world > 1:
-            self.forward = DistributedDataParallel(
+            self.method_step = DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if tc.compile:
@@ -171,7 +172,10 @@ class Trainer:
         checkpoint.prune(self.ckpt_dir, self.steps_per_epoch, keep)
 
     # -- training ------------------------------------------------------------------------
-    def train_step(self, waves: torch.Tensor, epoch: int, step: int) -> tuple[float, float]:
+    def train_step(
+        self, waves: torch.Tensor, epoch: int, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step on (B, 2, L) waveforms; returns (loss, accuracy, margin)."""
         tc = self.cfg.train
         waves = waves.to(self.device, non_blocking=True)
         batch, views, length = waves.shape
@@ -193,7 +197,7 @@ class Trainer:
         with autocast:
             feats = self.method.model.fbank(flat)
             feats = feats.reshape(batch, views, *feats.shape[1:])
-            loss, metrics = self.forward(feats, margin)
+            loss, metrics = self.method_step(feats, margin)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
