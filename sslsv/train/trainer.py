@@ -254,7 +254,7 @@ class Trainer:
             loss_sum, acc_sum, count = loss_sum + loss_value, acc_sum + float(accuracy), count + 1
             utts += tc.batch_size
             speed = utts / max(time.time() - start_time, 1e-9)
-            bar.set_postfix(loss=f"{loss_value:.3f}", utt_s=f"{speed:.0f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", utt_s=f"{speed:.0f}", refresh=False)
             bar.update(1)
             global_step = epoch * self.steps_per_epoch + step
             if self.writer and global_step % tc.log_every == 0:
