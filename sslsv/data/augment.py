@@ -11,6 +11,7 @@ MUSAN / RIRS_NOISES or the sets built by ``python -m sslsv.bin.make_aug_sets``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -239,6 +240,12 @@ class AugmentParams:
     num_sources: torch.Tensor  # long [B]
     source_index: torch.Tensor  # long [B, K]: clip within the category
     source_start: torch.Tensor  # long [B, K]: first sample in that clip (then looped)
+
+    def rows(self, start: int, stop: int) -> AugmentParams:
+        """The choices for rows ``start:stop``: one process's share of a global batch."""
+        return AugmentParams(
+            **{f.name: getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)}
+        )
 
 
 @dataclass

@@ -58,8 +58,10 @@ def build_augmenter(cfg: Config, device: torch.device):
     return build_augmenter_from_config(aug, cfg.features.sample_rate, device, num_samples=crop)
 
 
-def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    return (((seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 + rank) % (2**63 - 1)
+def _step_seed(seed: int, epoch: int, step: int) -> int:
+    # The same values as earlier versions (whose rank term was 0 in one process), so that
+    # published single-process runs repeat exactly.
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 % (2**63 - 1)
 
 
 def _model_state(method: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -94,7 +96,7 @@ class Trainer:
             if self.device.type == "cuda":
                 self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
             else:
-                log.warning("train.sync_batchnorm: not supported on CPU; batch norm is per process")
+                self.method = distributed.convert_to_global_batchnorm(self.method)
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
             params, lr=tc.lr, weight_decay=tc.weight_decay, fused=self.device.type == "cuda"
@@ -181,8 +183,12 @@ class Trainer:
         batch, views, length = waves.shape
         flat = waves.reshape(batch * views, length)
         if self.augmenter is not None:
-            generator = torch.Generator().manual_seed(_step_seed(tc.seed, epoch, step, self.rank))
-            flat = self.augmenter.augment(flat, generator)
+            # Choices are drawn for the global batch and each process takes its rows, so the
+            # augmentation does not depend on how the batch is split over processes.
+            generator = torch.Generator().manual_seed(_step_seed(tc.seed, epoch, step))
+            rows = flat.shape[0]
+            params = self.augmenter.sample_params(rows * self.world, length, generator)
+            flat = self.augmenter.apply(flat, params.rows(self.rank * rows, (self.rank + 1) * rows))
         total_steps = tc.epochs * self.steps_per_epoch
         margin = margin_at(
             (epoch * self.steps_per_epoch + step) / total_steps,
@@ -201,7 +207,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.detach(), metrics["accuracy"], margin
+        # Logged values are global-batch means (the local loss is this process's share).
+        loss = distributed.all_reduce_mean(loss.detach())
+        accuracy = distributed.all_reduce_mean(metrics["accuracy"])
+        return loss, accuracy, margin
 
     def fit(self) -> None:
         tc = self.cfg.train
