@@ -2,6 +2,7 @@
 
 import os
 import socket
+from datetime import timedelta
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def run_steps(method, forward, data, rank=0, world=1):
 
 def worker(rank, world, port, name, out_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A bounded timeout: a stuck collective fails the test instead of hanging the suite.
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=90))
     try:
         method = make_method(name)
         ddp = DistributedDataParallel(method)
