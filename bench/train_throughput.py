@@ -6,13 +6,19 @@ Rows, each run on every device asked for (``--rows``, comma-separated):
                                   log-mel front end, encoder, loss, backward, Adam step
   pipeline-<fp32|bf16>[-compile]  the same steps fed by the real DataLoader from WAV files on
                                   disk, with augmentation (reverberation, noise, babble)
+  loader                          that DataLoader alone (reading, cropping, batching, copy
+                                  to the device): how fast ``--num-workers`` can feed
   extract-<fp32|bf16>[-compile]   embeddings of random 4 s waveforms, forward only
+  stage3-fp32                     stage 3's own loop (sslsv.extraction.embed_data_dir) over
+                                  the WAV files: one 4 s crop per utterance, batches of
+                                  ``--batch-size`` crops, DataLoader readers
 
 Training rows drive the recipe's own ``Trainer.train_step`` (configuration: the VoxCeleb
-recipe's ``conf/simclr_ntxent_am.yaml``), reading the loss every step as ``Trainer.fit``
-does. Pipeline rows time a whole fresh epoch of ``--steps`` steps, from the start of its
-iterator (workers already running), so the prefetch queue starts empty. The test audio
-(speech-like noise), simulated RIRs, noise and babble sets are written to a temporary dir.
+recipe's ``conf/simclr_ntxent_am.yaml``), reading the losses every ``train.log_every``
+steps as ``Trainer.fit`` does. Pipeline rows time a whole fresh epoch of ``--steps`` steps,
+from the start of its iterator (workers already running), so the prefetch queue starts
+empty. The test audio (speech-like noise), simulated RIRs, noise and babble sets are written
+to a temporary dir.
 
   python bench/train_throughput.py                      # every row, CPU and CUDA
   python bench/train_throughput.py --device cuda --output docs/throughput_h100.md
@@ -43,19 +49,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sslsv.config import Config, load_config  # noqa: E402
-from sslsv.data.datadir import write_spk2utt  # noqa: E402
+from sslsv.config import Config, ExtractConfig, load_config  # noqa: E402
+from sslsv.data.datadir import read_wav_scp, write_spk2utt  # noqa: E402
 from sslsv.data.simulate import build_aug_sets, colored_noise  # noqa: E402
+from sslsv.extraction import embed_data_dir  # noqa: E402
 from sslsv.fileio import atomic_write, write_table  # noqa: E402
 from sslsv.models.embedding import EmbeddingModel  # noqa: E402
 from sslsv.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "egs" / "voxceleb" / "conf" / "simclr_ntxent_am.yaml"
 DEFAULT_ROWS = (
-    "model-fp32,model-bf16,model-bf16-compile,"
-    "pipeline-fp32,pipeline-bf16,pipeline-bf16-compile,extract-fp32"
+    "model-fp32,model-bf16,model-bf16-compile,loader,"
+    "pipeline-fp32,pipeline-bf16,pipeline-bf16-compile,extract-fp32,stage3-fp32"
 )
-ROW = re.compile(r"^(model|pipeline|extract)-(fp32|bf16)(-compile)?$")
+ROW = re.compile(r"^(model|pipeline|extract|stage3)-(fp32|bf16)(-compile)?$|^loader$")
 SAMPLE_RATE = 16000
 EXTRACT_SECONDS = 4.0
 
@@ -89,8 +96,13 @@ def parse_rows(text: str) -> list[Row]:
         if not m:
             raise ValueError(
                 f"--rows: unknown row {name!r}; rows look like model-bf16, pipeline-fp32-compile,"
-                " extract-fp32"
+                " loader, extract-fp32, stage3-fp32"
             )
+        if name == "loader":
+            rows.append(Row(name, "loader", "fp32", False))
+            continue
+        if m.group(1) == "stage3" and (m.group(2) != "fp32" or m.group(3)):
+            raise ValueError(f"--rows: {name!r}: stage 3 runs in fp32 without compile")
         rows.append(Row(name, m.group(1), m.group(2), bool(m.group(3))))
     return rows
 
@@ -162,6 +174,32 @@ def make_config(args: argparse.Namespace, row: Row, aug_dir: Path, steps: int) -
     return load_config(args.config, overrides)
 
 
+def read_losses(trainer: Trainer, pending: list, flush: bool = False) -> None:
+    """Read the pending (loss, accuracy) pairs as ``Trainer.fit`` does: every
+    ``train.log_every`` steps, in one transfer."""
+    if pending and (flush or len(pending) >= trainer.cfg.train.log_every):
+        torch.stack([torch.stack(p) for p in pending]).tolist()
+        pending.clear()
+
+
+def time_loader(
+    trainer: Trainer, row: Row, device: str, batches, steps: int, warmup: int
+) -> Result:
+    """The DataLoader alone (reading, cropping, batching, pinning, copy to the device): the
+    rate the training data path can feed, whatever the model."""
+    for _ in range(warmup):
+        next(batches)
+    trainer.sampler.set_position(1, 0)
+    batches = iter(trainer.loader)  # a fresh epoch: empty prefetch queue, as pipeline rows
+    synchronize(trainer.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(batches).to(trainer.device, non_blocking=True)
+    synchronize(trainer.device)
+    items = steps * trainer.cfg.train.batch_size
+    return Result(row, device, steps, time.perf_counter() - start, items)
+
+
 def run_training_row(
     args: argparse.Namespace, row: Row, device: str, data_dir: Path, aug_dir: Path, exp: Path
 ) -> Result:
@@ -174,13 +212,16 @@ def run_training_row(
             crop = round(cfg.train.crop_seconds * cfg.features.sample_rate)
             g = torch.Generator(device=dev).manual_seed(0)
             waves = 0.1 * torch.randn(args.batch_size, 2, crop, device=dev, generator=g)
-            start = 0.0
+            start, pending = 0.0, []
             for step in range(warmup + steps):
                 if step == warmup:
+                    read_losses(trainer, pending, flush=True)
                     synchronize(dev)
                     start = time.perf_counter()
                 loss, accuracy, _ = trainer.train_step(waves, 0, step)
-                float(loss), float(accuracy)  # what fit() reads every step
+                pending.append((loss, accuracy))
+                read_losses(trainer, pending)
+            read_losses(trainer, pending, flush=True)
             synchronize(dev)
             return Result(row, device, steps, time.perf_counter() - start, steps * args.batch_size)
 
@@ -189,9 +230,14 @@ def run_training_row(
         trainer.method.train()
         trainer.sampler.set_position(0, 0)
         batches = iter(trainer.loader)  # starts the persistent workers
+        if row.kind == "loader":
+            return time_loader(trainer, row, device, batches, steps, warmup)
+        pending = []
         for step in range(warmup):
             loss, accuracy, _ = trainer.train_step(next(batches), 0, step)
-            float(loss), float(accuracy)
+            pending.append((loss, accuracy))
+            read_losses(trainer, pending)
+        read_losses(trainer, pending, flush=True)
         trainer.sampler.set_position(1, 0)
         # Untimed: a persistent loader's new iterator first drains what the workers still
         # prefetch for the abandoned warm-up epoch. The timed epoch starts with an empty queue.
@@ -203,7 +249,9 @@ def run_training_row(
             waves = next(batches)
             waited += time.perf_counter() - before
             loss, accuracy, _ = trainer.train_step(waves, 1, step)
-            float(loss), float(accuracy)
+            pending.append((loss, accuracy))
+            read_losses(trainer, pending)
+        read_losses(trainer, pending, flush=True)
         synchronize(dev)
         elapsed = time.perf_counter() - start
         del batches
@@ -243,6 +291,37 @@ def run_extract_row(args: argparse.Namespace, row: Row, device: str) -> Result:
     return Result(row, device, steps, time.perf_counter() - start, steps * args.batch_size)
 
 
+@torch.inference_mode()
+def run_stage3_row(args: argparse.Namespace, row: Row, device: str, data_dir: Path) -> Result:
+    """Stage 3's loop from the WAV files: a warm-up pass over a few batches (autotuning),
+    then a timed pass over ``steps`` batches, DataLoader start-up included."""
+    steps, warmup = args.steps_for[device], args.warmup_for[device]
+    cfg = load_config(args.config, [])
+    model = EmbeddingModel(cfg).to(device).eval()
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed-size crops, as stage 3 sets it
+    options = ExtractConfig(
+        crop_seconds=EXTRACT_SECONDS,
+        num_crops=1,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    wavs = list(read_wav_scp(data_dir / "wav.scp").items())
+    result = None
+    for phase, batches in (("warmup", max(1, warmup)), ("timed", steps)):
+        subset = data_dir.parent / f"stage3-{phase}"
+        write_table(subset / "wav.scp", dict(wavs[: batches * args.batch_size]))
+        written: list[np.ndarray] = []  # stage 3 writes each embedding to an ark
+        synchronize(torch.device(device))
+        start = time.perf_counter()
+        count = embed_data_dir(
+            model, subset, False, device, lambda u, e, out=written: out.append(e), options
+        )
+        synchronize(torch.device(device))
+        result = Result(row, device, batches, time.perf_counter() - start, count)
+    return result
+
+
 def run_row(
     args: argparse.Namespace, row: Row, device: str, data_dir: Path, aug_dir: Path, work: Path
 ) -> Result:
@@ -250,6 +329,8 @@ def run_row(
         torch.cuda.reset_peak_memory_stats()
     if row.kind == "extract":
         result = run_extract_row(args, row, device)
+    elif row.kind == "stage3":
+        result = run_stage3_row(args, row, device, data_dir)
     else:
         exp = work / "exp" / f"{row.name}-{device}"
         result = run_training_row(args, row, device, data_dir, aug_dir, exp)
@@ -315,7 +396,10 @@ def format_table(args: argparse.Namespace, results: list[Result], notes: list[st
             f"| {r.row.name} | {r.device} | {r.steps} | {1000 * r.seconds / r.steps:.1f} | "
             f"{shown} | {ratio} | {wait} | {mem} |"
         )
-    lines += ["", "utt/s counts utterances (two crops each) for training rows, crops for extract."]
+    lines += [
+        "",
+        "utt/s counts utterances (two crops each) for training rows, crops for extract and stage3.",
+    ]
     lines += [f"Note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
 

@@ -110,14 +110,19 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # also mid-epoch (0: no); resumes continue at that step
     keep_checkpoints: int = 5
     average_last: int = 1  # average the last N epoch checkpoints into final.pt
-    log_every: int = 10  # steps, for TensorBoard
+    log_every: int = 10  # steps: loss read from the device, progress bar and TensorBoard
 
 
 @dataclass
 class ExtractConfig:
-    # Utterances longer than this are embedded in full anyway; batches group similar lengths.
-    batch_size: int = 64
-    max_seconds: float = 0.0  # 0: full utterances
+    """Stage 3. ``crop_seconds: 0`` embeds each utterance whole, one at a time; otherwise an
+    utterance is ``num_crops`` evenly spaced crops (the reference sslsv protocol), and the
+    crops of ``batch_size // num_crops`` utterances (at least one) share a forward pass."""
+
+    crop_seconds: float = 0.0
+    num_crops: int = 6
+    batch_size: int = 256
+    num_workers: int = 4  # DataLoader readers per job on CUDA; CPU jobs read in-process
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 from datetime import timedelta
 
 import pytest
@@ -85,6 +86,7 @@ def worker(rank, world, port, name, out_path):
         result = run_steps(method, ddp, batches(), rank, world)
         if rank == 0:
             torch.save(result, out_path)
+        del ddp  # before the process group: see sslsv.train.trainer.Trainer.close
     finally:
         dist.destroy_process_group()
 
@@ -100,7 +102,13 @@ def test_two_processes_equal_one(tmp_path, name):
     method = make_method(name)
     want_losses, want_grads, want_queue = run_steps(method, method, batches())
     out = tmp_path / "rank0.pt"
-    mp.spawn(worker, args=(2, free_port(), name, str(out)), nprocs=2)
+    context = mp.spawn(worker, args=(2, free_port(), name, str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 180  # a hang fails the test rather than the whole run
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two worker processes did not finish within 180 s")
     losses, grads, queue = torch.load(out, weights_only=True)
     assert losses == pytest.approx(want_losses, rel=1e-5)
     for g, w in zip(grads, want_grads):

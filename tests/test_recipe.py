@@ -70,6 +70,7 @@ def finished(recipe):
 def test_end_to_end_results_match_scores(finished):
     exp = finished / "exp" / "tiny"
     results = (exp / "RESULTS").read_text()
+    assert "# embeddings: whole utterances; scoring: cosine" in results
     for model in ("final", "init"):
         line = next(ln for ln in results.splitlines() if ln.startswith(f"{model} test_trials"))
         eer = float(re.search(r"EER: ([0-9.]+)%", line).group(1)) / 100
@@ -145,3 +146,30 @@ def test_trial_without_embedding_is_named(finished, tmp_path):
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert result.returncode != 0 and "ghost-utt" in result.stderr
+
+
+def test_changed_extract_section_reruns_stage_3_with_crops(finished):
+    """Last in this file: it replaces the finished experiment's embeddings."""
+    (finished / "conf" / "tiny_crops.yaml").write_text(
+        "base: tiny.yaml\nextract: {crop_seconds: 1.0, num_crops: 3, batch_size: 8}\n"
+    )
+    emb = finished / "exp" / "tiny" / "embeddings_final" / "test" / "embeddings.scp"
+    before = emb.stat().st_mtime_ns
+    result = run(
+        finished,
+        "--config",
+        "conf/tiny_crops.yaml",
+        "--models",
+        "final",
+        "--stage",
+        "3",
+        "--stop-stage",
+        "5",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert emb.stat().st_mtime_ns != before
+    log = (emb.parent / "log" / "extract.1.log").read_text()
+    assert "3 crops of 1 s" in log
+    results = (finished / "exp" / "tiny" / "RESULTS").read_text()
+    assert "# embeddings: mean of 3 crops of 1.0 s" in results
+    assert re.search(r"^final test_trials EER: [0-9.]+%", results, re.M)

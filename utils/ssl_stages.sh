@@ -9,10 +9,12 @@
 {
   read -r scoring_backend; read -r subtract_mean; read -r lda_dim; read -r whiten
   read -r plda_iters; read -r norm; read -r top_k; read -r cohort_speaker_means; read -r p_targets
+  read -r crop_seconds; read -r num_crops; read -r extract_batch_size
 } < <(python -m sslsv.bin.config --config "$config" --get scoring.backend scoring.subtract_mean \
   scoring.lda_dim scoring.whiten scoring.plda_iters scoring.norm scoring.top_k \
-  scoring.cohort_speaker_means scoring.p_target)
-[ -n "$p_targets" ] || die "could not read the scoring section of $config"
+  scoring.cohort_speaker_means scoring.p_target \
+  extract.crop_seconds extract.num_crops extract.batch_size)
+[ -n "$extract_batch_size" ] || die "could not read the scoring and extract sections of $config"
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: log-mel features of: $train_set $test_sets"
@@ -48,8 +50,10 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     [ -f "$exp_dir/$model.pt" ] || die "stage 3: $exp_dir/$model.pt not found (run stage 2)"
     for set in $mean_set $test_sets; do
       log "stage 3: embeddings of data/$set with $model.pt"
+      # The extract section of the config as it is now (not as it was when training).
       python -m sslsv.bin.extract --checkpoint "$exp_dir/$model.pt" --data "data/$set" \
-        --output "$exp_dir/embeddings_$model/$set" --nj "$nj" --device "$device"
+        --output "$exp_dir/embeddings_$model/$set" --nj "$nj" --device "$device" \
+        --crop-seconds "$crop_seconds" --num-crops "$num_crops" --batch-size "$extract_batch_size"
     done
   done
 fi
@@ -89,6 +93,11 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   {
     echo "# $exp_dir: config $config, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "# model trials EER minDCF(p=...) (C_miss = C_fa = 1); final.pt is trained, init.pt untrained"
+    case $crop_seconds in
+      0 | 0.0) embeddings="whole utterances" ;;
+      *) embeddings="mean of $num_crops crops of $crop_seconds s" ;;
+    esac
+    echo "# embeddings: $embeddings; scoring: $scoring_backend, score normalisation: $norm"
   } > "$results.tmp"
   for model in $models; do
     for set in $test_sets; do

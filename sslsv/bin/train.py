@@ -69,15 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     from sslsv.train.trainer import Trainer
 
     trainer = Trainer(cfg, args.data, exp_dir, args.device)
-    if distributed.rank() == 0:
-        save_config(cfg, resolved)
-    if trainer.epoch >= cfg.train.epochs and (exp_dir / "final.pt").exists():
-        logging.info(
-            "%s: all %d epochs done, final.pt present; nothing to do", exp_dir, cfg.train.epochs
-        )
+    try:
+        if distributed.rank() == 0:
+            save_config(cfg, resolved)
+        if trainer.epoch >= cfg.train.epochs and (exp_dir / "final.pt").exists():
+            logging.info(
+                "%s: all %d epochs done, final.pt present; nothing to do",
+                exp_dir,
+                cfg.train.epochs,
+            )
+            return 0
+        trainer.fit()
         return 0
-    trainer.fit()
-    return 0
+    finally:
+        trainer.close()
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

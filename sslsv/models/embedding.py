@@ -42,7 +42,11 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[EmbeddingM
     payload = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise ValueError(f"{path}: not an sslsv checkpoint (needs 'config' and 'model')")
-    cfg = config_from_dict(payload["config"], source=str(path))
+    config = payload["config"]
+    # Checkpoints written before stage 3 had crop settings carry an unused placeholder key.
+    if isinstance(config.get("extract"), dict):
+        config["extract"].pop("max_seconds", None)
+    cfg = config_from_dict(config, source=str(path))
     model = EmbeddingModel(cfg)
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), cfg

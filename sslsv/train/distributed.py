@@ -65,6 +65,12 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def shutdown() -> None:
+    """Leave the process group (free DDP wrappers first: ``Trainer.close``)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

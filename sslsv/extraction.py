@@ -1,0 +1,157 @@
+"""Stage 3's engine: utterances of a data dir -> one embedding each, in batches.
+
+Two protocols:
+
+- full utterances (``crop_seconds: 0``, the default): each utterance goes through the model
+  whole, one at a time (lengths differ, and padding would change the result);
+- evenly spaced crops (``crop_seconds > 0``): ``num_crops`` crops of ``crop_seconds``, the
+  first at the start of the utterance and the last at its end (a shorter utterance is looped
+  to the crop length), as the reference sslsv toolkit evaluates (6 crops there). The
+  embedding is the mean of the L2-normalised crop embeddings, whose dot products are the
+  mean crop-pair cosines. The crops of ``batch_size // num_crops`` utterances share one
+  forward pass: the path that keeps a GPU busy.
+
+DataLoader workers read the audio (or stored features) and stack the batches ahead of the
+model, in data-dir order; log-mels from audio are computed on the model's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from sslsv.config import ExtractConfig
+from sslsv.data.datadir import read_wav_scp
+from sslsv.data.dataset import read_audio
+from sslsv.fileio import DataError, read_dict
+from sslsv.models.embedding import EmbeddingModel
+
+
+def check_options(options: ExtractConfig) -> None:
+    """Refuse extract settings that cannot work, naming the config key."""
+    if options.crop_seconds < 0:
+        raise ValueError(f"extract.crop_seconds {options.crop_seconds}: must be >= 0")
+    for key in ("num_crops", "batch_size"):
+        if getattr(options, key) < 1:
+            raise ValueError(f"extract.{key} {getattr(options, key)}: must be >= 1")
+    if options.num_workers < 0:
+        raise ValueError(f"extract.num_workers {options.num_workers}: must be >= 0")
+
+
+def describe(options: ExtractConfig) -> str:
+    if options.crop_seconds == 0:
+        return "full utterances"
+    return f"{options.num_crops} crops of {options.crop_seconds:g} s"
+
+
+def crop_starts(length: int, crop: int, num_crops: int) -> list[int]:
+    """Evenly spaced starts of ``num_crops`` crops of ``crop`` samples (or frames) over
+    ``length``: the first at 0, the last ending at the end, the others rounded down (exact
+    integer arithmetic); a single crop is centred; all 0 when the signal is too short."""
+    slack = max(0, length - crop)
+    if num_crops == 1:
+        return [slack // 2]
+    return [i * slack // (num_crops - 1) for i in range(num_crops)]
+
+
+def take_crops(signal: np.ndarray, crop: int, num_crops: int) -> np.ndarray:
+    """(..., T) -> (num_crops, ..., crop): evenly spaced crops along the last axis, the
+    signal looped (repeated from its start) when it is shorter than one crop."""
+    if signal.shape[-1] < crop:
+        reps = -(-crop // signal.shape[-1])
+        signal = np.concatenate([signal] * reps, axis=-1)[..., :crop]
+    starts = crop_starts(signal.shape[-1], crop, num_crops)
+    return np.stack([signal[..., s : s + crop] for s in starts])
+
+
+class UtteranceSource(Dataset):
+    """Item i -> (utt, array): the model's input for utterance i of a data dir.
+
+    From ``wav.scp``: a waveform (1, L) or crops (n, crop_samples). From ``feats.scp``: raw
+    log-mels (1, n_mels, T) or frame crops (n, n_mels, crop_frames).
+    """
+
+    def __init__(
+        self, data_dir: Path, use_feats: bool, options: ExtractConfig, model: EmbeddingModel
+    ) -> None:
+        table = "feats.scp" if use_feats else "wav.scp"
+        self.items = list(
+            (read_dict(data_dir / table) if use_feats else read_wav_scp(data_dir / table)).items()
+        )
+        self.use_feats, self.options = use_feats, options
+        crop_samples = round(options.crop_seconds * model.fbank.cfg.sample_rate)
+        self.crop = model.fbank.num_frames(crop_samples) if use_feats else crop_samples
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
+        utt, source = self.items[index]
+        if self.use_feats:
+            try:
+                signal = np.asarray(kaldiio.load_mat(source), dtype=np.float32).T
+            except Exception as e:  # kaldiio raises several types for a damaged ark
+                raise DataError(f"utterance {utt!r}: cannot read features {source}: {e}") from None
+        else:
+            signal = read_audio(source, utt)
+        if signal.shape[-1] == 0:
+            raise DataError(f"utterance {utt!r}: {source} is empty")
+        if self.options.crop_seconds == 0:
+            return utt, torch.from_numpy(np.ascontiguousarray(signal[None]))
+        return utt, torch.from_numpy(take_crops(signal, self.crop, self.options.num_crops))
+
+
+@torch.inference_mode()
+def embed_data_dir(
+    model: EmbeddingModel,
+    data_dir: Path,
+    use_feats: bool,
+    device: str | torch.device,
+    writer: Callable[[str, np.ndarray], None],
+    options: ExtractConfig | None = None,
+) -> int:
+    """Write one embedding per utterance of ``data_dir`` through ``writer``, in order.
+
+    ``use_feats``: read ``feats.scp`` (raw log-mels as stage 1 writes them) instead of
+    computing log-mels from ``wav.scp``. Returns the number of utterances.
+    """
+    options = options or ExtractConfig()
+    check_options(options)
+    device = torch.device(device)
+    source = UtteranceSource(Path(data_dir), use_feats, options, model)
+    full = options.crop_seconds == 0
+    # Crops: every utterance has ``num_crops``, so a batch is a whole number of utterances,
+    # stacked by the workers (into shared memory) rather than by this process.
+    loader = DataLoader(
+        source,
+        batch_size=None if full else max(1, options.batch_size // options.num_crops),
+        num_workers=options.num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if options.num_workers > 0 else None,
+    )
+    count = 0
+    for utts, x in loader:
+        if full:
+            utts = [utts]
+        else:
+            x = x.flatten(0, 1)  # (utterances x crops, ...)
+        x = x.to(device, non_blocking=True)
+        embeddings = model.forward_features(x) if use_feats else model(x)
+        if not full:
+            embeddings = F.normalize(embeddings.float(), dim=-1)
+            embeddings = embeddings.unflatten(0, (len(utts), -1)).mean(dim=1)
+        embeddings = embeddings.float().cpu().numpy()
+        for utt, embedding in zip(utts, embeddings, strict=True):
+            if not np.isfinite(embedding).all():
+                raise DataError(
+                    f"utterance {utt!r}: non-finite embedding (silent or broken audio?)"
+                )
+            writer(utt, embedding)
+        count += len(utts)
+    return count
