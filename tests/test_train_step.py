@@ -105,3 +105,20 @@ def test_non_finite_loss_is_reported_with_its_step(tmp_path, tone_data_dir):
     with pytest.raises(FloatingPointError, match="epoch 1 step 1"):
         trainer.fit()
     assert not list((tmp_path / "exp" / "checkpoints").glob("*.pt"))
+
+
+def test_moco_key_encoder_update_is_the_moving_average(tmp_path, tone_data_dir):
+    """key <- m key + (1 - m) online for every parameter; buffers copied."""
+    trainer = make_trainer(tmp_path, tone_data_dir, "moco")
+    moco = trainer.method
+    with torch.no_grad():
+        for p in moco.key_model.parameters():
+            p.add_(torch.randn_like(p))
+    online = [p.detach().clone() for p in moco.model.parameters()]
+    before = [p.detach().clone() for p in moco.key_model.parameters()]
+    moco._update_key_encoder()
+    m = moco.momentum
+    for key, old, new in zip(moco.key_model.parameters(), before, online):
+        torch.testing.assert_close(key, m * old + (1 - m) * new, rtol=1e-6, atol=1e-6)
+    for key, new in zip(moco.key_model.buffers(), moco.model.buffers()):
+        torch.testing.assert_close(key, new)

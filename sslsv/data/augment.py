@@ -436,8 +436,8 @@ class Augmenter:
         if state.rirs is not None and batch:
             rows_cpu = params.reverb.nonzero().squeeze(1)
             if rows_cpu.numel():
-                rows = rows_cpu.to(device)
-                which = params.rir_index[rows_cpu].to(device)
+                rows = _upload(rows_cpu, device)
+                which = _upload(params.rir_index[rows_cpu], device)
                 if state.rir_spectra is not None:
                     spectra = state.rir_spectra[which]
                 else:
@@ -447,17 +447,16 @@ class Augmenter:
             rows_cpu = (params.category == c).nonzero().squeeze(1)
             if not rows_cpu.numel():
                 continue
-            rows = rows_cpu.to(device)
+            rows = _upload(rows_cpu, device)
             count = params.num_sources[rows_cpu]
-            first = state.clip_first[c][
-                params.source_index[rows_cpu].to(device)
-            ] + params.source_start[rows_cpu].to(device)
+            first = state.clip_first[c][_upload(params.source_index[rows_cpu], device)]
+            first += _upload(params.source_start[rows_cpu], device)
             noise = torch.zeros(len(rows), length, device=device, dtype=torch.float32)
             for k in range(cat.num_sources[1]):
                 active_cpu = (count > k).nonzero().squeeze(1)
                 if not active_cpu.numel():
                     break
-                active = active_cpu.to(device)
+                active = _upload(active_cpu, device)
                 source = state.windows[c][first[active, k]].float()
                 if cat.num_sources[1] > 1:
                     # Unit power each, so that babble sources weigh alike. (A lone source
@@ -468,7 +467,7 @@ class Augmenter:
                 else:
                     noise[active] += source  # rows are distinct: a plain indexed write
             speech = out[rows].float()
-            snr = params.snr_db[rows_cpu].to(device=device, dtype=torch.float32)
+            snr = _upload(params.snr_db[rows_cpu].float(), device)
             scale = torch.sqrt(_power(speech) / (10 ** (snr / 10) * (_power(noise) + POWER_EPS)))
             out[rows] = (speech + noise * scale[:, None]).to(dtype)
         return out
@@ -480,6 +479,15 @@ class Augmenter:
         return self.apply(wave, self.sample_params(wave.shape[0], wave.shape[1], generator))
 
     __call__ = augment
+
+
+def _upload(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait: a copy from pageable memory
+    synchronises with the GPU, one from pinned memory is queued like a kernel (the caching
+    pinned allocator keeps the buffer until the copy has run)."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _power(x: torch.Tensor) -> torch.Tensor:

@@ -45,10 +45,15 @@ class MoCo(nn.Module):
             (self.model, self.key_model),
             (self.projector, self.key_projector),
         ):
-            for p_key, p in zip(key.parameters(), online.parameters()):
-                p_key.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
-            for b_key, b in zip(key.buffers(), online.buffers()):
-                b_key.copy_(b)
+            # key <- m key + (1 - m) online, as one multi-tensor kernel rather than two
+            # small kernels per parameter.
+            key_params = list(key.parameters())
+            if key_params:
+                online_params = [p.detach() for p in online.parameters()]
+                torch._foreach_lerp_(key_params, online_params, 1 - self.momentum)
+            key_buffers = list(key.buffers())
+            if key_buffers:
+                torch._foreach_copy_(key_buffers, list(online.buffers()))
 
     @torch.no_grad()
     def _keys(self, feats: torch.Tensor) -> torch.Tensor:
