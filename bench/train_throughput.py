@@ -2,13 +2,16 @@
 
 Rows, each run on every device asked for (``--rows``, comma-separated):
 
-  model-<fp32|bf16>[-compile]     training steps on random waveforms already on the device:
+  model-<fp32|bf16>[-cl][-compile]
+                                  training steps on random waveforms already on the device:
                                   log-mel front end, encoder, loss, backward, Adam step
-  pipeline-<fp32|bf16>[-compile]  the same steps fed by the real DataLoader from WAV files on
+  pipeline-<fp32|bf16>[-cl][-compile]
+                                  the same steps fed by the real DataLoader from WAV files on
                                   disk, with augmentation (reverberation, noise, babble)
   loader                          that DataLoader alone (reading, cropping, batching, copy
                                   to the device): how fast ``--num-workers`` can feed
-  extract-<fp32|bf16>[-compile]   embeddings of random 4 s waveforms, forward only
+  extract-<fp32|bf16>[-cl][-compile]
+                                  embeddings of random 4 s waveforms, forward only
   stage3-fp32                     stage 3's own loop (sslsv.extraction.embed_data_dir) over
                                   the WAV files: one 4 s crop per utterance, batches of
                                   ``--batch-size`` crops, DataLoader readers
@@ -59,10 +62,11 @@ from sslsv.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "egs" / "voxceleb" / "conf" / "simclr_ntxent_am.yaml"
 DEFAULT_ROWS = (
-    "model-fp32,model-bf16,model-bf16-compile,loader,"
-    "pipeline-fp32,pipeline-bf16,pipeline-bf16-compile,extract-fp32,stage3-fp32"
+    "model-fp32,model-bf16,model-bf16-cl,model-bf16-compile,model-bf16-cl-compile,loader,"
+    "pipeline-fp32,pipeline-bf16,pipeline-bf16-cl-compile,extract-fp32,extract-fp32-cl,"
+    "stage3-fp32"
 )
-ROW = re.compile(r"^(model|pipeline|extract|stage3)-(fp32|bf16)(-compile)?$|^loader$")
+ROW = re.compile(r"^(model|pipeline|extract|stage3)-(fp32|bf16)(-cl)?(-compile)?$|^loader$")
 SAMPLE_RATE = 16000
 EXTRACT_SECONDS = 4.0
 
@@ -75,6 +79,7 @@ class Row:
     kind: str
     precision: str
     compile: bool
+    channels_last: bool = False
 
 
 @dataclass
@@ -101,9 +106,10 @@ def parse_rows(text: str) -> list[Row]:
         if name == "loader":
             rows.append(Row(name, "loader", "fp32", False))
             continue
-        if m.group(1) == "stage3" and (m.group(2) != "fp32" or m.group(3)):
-            raise ValueError(f"--rows: {name!r}: stage 3 runs in fp32 without compile")
-        rows.append(Row(name, m.group(1), m.group(2), bool(m.group(3))))
+        kind, precision, channels_last, compiled = m.group(1, 2, 3, 4)
+        if kind == "stage3" and (precision != "fp32" or channels_last or compiled):
+            raise ValueError(f"--rows: {name!r}: stage 3 runs as stage 3 does: stage3-fp32")
+        rows.append(Row(name, kind, precision, bool(compiled), bool(channels_last)))
     return rows
 
 
@@ -159,6 +165,7 @@ def make_config(args: argparse.Namespace, row: Row, aug_dir: Path, steps: int) -
         "train.crop_seconds=2.0",
         f"train.precision={row.precision}",
         f"train.compile={str(row.compile).lower()}",
+        f"train.channels_last={str(row.channels_last).lower()}",
         f"train.num_workers={args.num_workers}",
         "train.deterministic=false",
         f"train.epochs={max(1, steps)}",
@@ -268,6 +275,8 @@ def run_extract_row(args: argparse.Namespace, row: Row, device: str) -> Result:
     steps, warmup = args.steps_for[device], args.warmup_for[device]
     cfg = load_config(args.config, [])
     model = EmbeddingModel(cfg).to(device).eval()
+    if row.channels_last:
+        model.to(memory_format=torch.channels_last)
     if row.compile:
         model.encoder.compile()
     dev = next(model.parameters()).device
@@ -369,7 +378,7 @@ def machine_lines() -> list[str]:
 
 def format_table(args: argparse.Namespace, results: list[Result], notes: list[str]) -> str:
     model_speed = {
-        (r.device, r.row.precision, r.row.compile): r.items / r.seconds
+        (r.device, r.row.precision, r.row.channels_last, r.row.compile): r.items / r.seconds
         for r in results
         if r.row.kind == "model"
     }
@@ -388,7 +397,7 @@ def format_table(args: argparse.Namespace, results: list[Result], notes: list[st
         ratio = wait = "-"
         if r.row.kind == "pipeline":
             wait = f"{100 * (r.data_wait or 0) / r.seconds:.0f}%"
-            base = model_speed.get((r.device, r.row.precision, r.row.compile))
+            base = model_speed.get((r.device, r.row.precision, r.row.channels_last, r.row.compile))
             ratio = f"{100 * speed / base:.0f}%" if base else "-"
         mem = f"{r.peak_gib:.1f} GiB" if r.peak_gib is not None else "-"
         shown = f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}"

@@ -104,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16
     compile: bool = False
+    channels_last: bool = False  # NHWC layout for 2-D convolutions (ResNets; tensor cores)
     deterministic: bool = False
     sync_batchnorm: bool = True
     checkpoint_every: int = 1  # epochs

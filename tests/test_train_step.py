@@ -44,7 +44,7 @@ class HostSyncRecorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def make_trainer(tmp_path, data_dir, method: str) -> Trainer:
+def make_trainer(tmp_path, data_dir, method: str, *extra: str) -> Trainer:
     cfg = load_config(
         None,
         [
@@ -59,6 +59,7 @@ def make_trainer(tmp_path, data_dir, method: str) -> Trainer:
             "train.crop_seconds=0.5",
             "train.epochs=2",
             "train.log_every=3",
+            *extra,
         ],
     )
     return Trainer(cfg, data_dir, tmp_path / "exp", "cpu")
@@ -122,3 +123,20 @@ def test_moco_key_encoder_update_is_the_moving_average(tmp_path, tone_data_dir):
         torch.testing.assert_close(key, m * old + (1 - m) * new, rtol=1e-6, atol=1e-6)
     for key, new in zip(moco.key_model.buffers(), moco.model.buffers()):
         torch.testing.assert_close(key, new)
+
+
+def test_channels_last_is_the_same_computation(tmp_path, tone_data_dir):
+    """Only the memory layout of 4-D weights (and so activations) changes."""
+    waves = 0.1 * torch.randn(4, 2, 8000, generator=torch.Generator().manual_seed(0))
+    results = []
+    for i, layout in enumerate(["false", "true"]):
+        trainer = make_trainer(tmp_path / str(i), tone_data_dir, "simclr",
+                               f"train.channels_last={layout}")  # fmt: skip
+        conv = next(p for p in trainer.method.parameters() if p.dim() == 4 and p.shape[1] > 1)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == (layout == "true")
+        losses = [float(trainer.train_step(waves, 0, step)[0]) for step in range(3)]
+        results.append((losses, [p.detach().clone() for p in trainer.method.parameters()]))
+    (losses_a, weights_a), (losses_b, weights_b) = results
+    assert losses_b == pytest.approx(losses_a, rel=1e-4)
+    for a, b in zip(weights_a, weights_b):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

@@ -87,6 +87,9 @@ class Trainer:
         torch.manual_seed(tc.seed)
         model = EmbeddingModel(cfg)
         self.method = build_method(cfg, model).to(self.device)
+        if tc.channels_last:
+            # 4-D weights only; activations follow the first convolution's layout.
+            self.method.to(memory_format=torch.channels_last)
         if self.rank == 0 and not (self.exp_dir / "init.pt").exists():
             # The untrained encoder, scored beside the trained one to show what training adds.
             checkpoint.save_atomic(
