@@ -176,6 +176,7 @@ def test_real_librispeech_recipe_test_set_counts(tmp_path: Path, caplog) -> None
         f"{len(trials) - len(targets)} non-target"
     )
     assert line in caplog.text
+    assert caplog.text.count(f"{len(trials)} trials") == 1  # one summary, not two
     # Speakers read several chapters: all their targets cross chapters. (In the shared copy
     # only speaker 1088 has two chapters; the others fall back to same-chapter targets.)
     chapters: dict[str, set[str]] = {}
@@ -724,7 +725,7 @@ def test_make_trials_properties(caplog) -> None:
 
 def test_make_trials_logs_cross_session_targets(caplog) -> None:
     utt2spk, utt2session = random_corpus(2)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         trials = make_trials(utt2spk, utt2session, trials_per_utt=5, target_fraction=0.4, seed=1)
     targets = [(e, t) for e, t, y in trials if y]
     cross = sum(utt2session[e] != utt2session[t] for e, t in targets)

@@ -151,7 +151,9 @@ def make_trials(
             short_nontargets,
         )
     counts = count_trials(trials, utt2spk, utt2session)
-    log.info(
+    # Debug level: the command line (sslsv.bin.make_trials) reports the same counts once,
+    # with the data dir and the output file.
+    log.debug(
         "make_trials: %d trials (%d target, %s, %d non-target) over %d utterances of %d speakers",
         counts.trials,
         counts.target,
