@@ -95,6 +95,9 @@ def test_changed_config_is_refused_with_the_key(tmp_path, tone_data_dir, capsys)
     assert train_cli.main([*args, "--override", "train.epochs=1"]) == 0
     assert train_cli.main([*args, "--override", "train.epochs=1", "loss.margin=0.3"]) == 1
     assert "loss.margin" in capsys.readouterr().err
+    # Settings of stages 3-5 do not change the trained model: a rerun accepts them.
+    later = ["extract.crop_seconds=2.0", "scoring.backend=plda"]
+    assert train_cli.main([*args, "--override", "train.epochs=1", *later]) == 0
 
 
 def test_two_processes_follow_the_single_process_loss_curve(tmp_path, tone_data_dir):

@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if resolved.exists():
         with open(resolved, encoding="utf-8") as f:
             old = yaml.safe_load(f) or {}
-        # Epoch count may grow to continue training; anything else changes the experiment.
-        diffs = [
-            d for d in _differences(old, config_to_dict(cfg)) if not d.startswith("train.epochs:")
-        ]
+        # Epoch count may grow to continue training, and the settings of the later stages
+        # (extraction, scoring) may change; anything else changes the experiment.
+        free = ("train.epochs:", "extract.", "scoring.")
+        diffs = [d for d in _differences(old, config_to_dict(cfg)) if not d.startswith(free)]
         if diffs:
             print(
                 f"error: {resolved} was made with a different config:\n  "
