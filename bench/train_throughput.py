@@ -376,7 +376,29 @@ def machine_lines() -> list[str]:
     ]
 
 
-def format_table(args: argparse.Namespace, results: list[Result], notes: list[str]) -> str:
+def count_gflop(config: Path) -> tuple[float, float]:
+    """Model GFLOP (matrix products and convolutions, as torch counts them) per training
+    utterance (forward + backward, two 2 s crops) and per 4 s extraction crop (forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = load_config(config, [])
+    model = EmbeddingModel(cfg)
+    rate = cfg.features.sample_rate
+    crops = torch.randn(4, round(cfg.train.crop_seconds * rate))
+    with FlopCounterMode(display=False) as counter:
+        model(crops).sum().backward()
+    train = counter.get_total_flops() / 2 / 1e9
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(2, round(EXTRACT_SECONDS * rate)))
+    return train, counter.get_total_flops() / 2 / 1e9
+
+
+def format_table(
+    args: argparse.Namespace,
+    results: list[Result],
+    notes: list[str],
+    gflop: tuple[float, float] | None = None,
+) -> str:
     model_speed = {
         (r.device, r.row.precision, r.row.channels_last, r.row.compile): r.items / r.seconds
         for r in results
@@ -389,8 +411,9 @@ def format_table(args: argparse.Namespace, results: list[Result], notes: list[st
         "",
         *machine_lines(),
         "",
-        "| row | device | steps | ms/step | utt/s | pipeline/model | data wait | peak GPU mem |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| row | device | steps | ms/step | utt/s | TFLOP/s | pipeline/model | data wait "
+        "| peak GPU mem |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         speed = r.items / r.seconds
@@ -401,14 +424,24 @@ def format_table(args: argparse.Namespace, results: list[Result], notes: list[st
             ratio = f"{100 * speed / base:.0f}%" if base else "-"
         mem = f"{r.peak_gib:.1f} GiB" if r.peak_gib is not None else "-"
         shown = f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}"
+        tflops = "-"
+        if gflop is not None and r.row.kind != "loader":
+            per_item = gflop[0] if r.row.kind in ("model", "pipeline") else gflop[1]
+            tflops = f"{speed * per_item / 1000:.2f}"
         lines.append(
             f"| {r.row.name} | {r.device} | {r.steps} | {1000 * r.seconds / r.steps:.1f} | "
-            f"{shown} | {ratio} | {wait} | {mem} |"
+            f"{shown} | {tflops} | {ratio} | {wait} | {mem} |"
         )
     lines += [
         "",
         "utt/s counts utterances (two crops each) for training rows, crops for extract and stage3.",
     ]
+    if gflop is not None:
+        lines.append(
+            f"TFLOP/s: model work of {gflop[0]:.2f} GFLOP per training utterance (forward and "
+            f"backward, two 2 s crops) and {gflop[1]:.2f} GFLOP per 4 s extraction crop, as "
+            "torch.utils.flop_counter counts matrix products and convolutions."
+        )
     lines += [f"Note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
@@ -504,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({time.time() - began:.0f} s)",
                 file=sys.stderr,
             )
-    table = format_table(args, results, notes)
+    table = format_table(args, results, notes, count_gflop(args.config))
     print(table)
     if args.output:
         with atomic_write(args.output) as f:
