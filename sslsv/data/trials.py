@@ -150,19 +150,21 @@ def make_trials(
             short_targets,
             short_nontargets,
         )
-    counts = count_trials(trials, utt2spk, utt2session)
-    # Debug level: the command line (sslsv.bin.make_trials) reports the same counts once,
-    # with the data dir and the output file.
-    log.debug(
-        "make_trials: %d trials (%d target, %s, %d non-target) over %d utterances of %d speakers",
-        counts.trials,
-        counts.target,
-        f"{counts.cross_session_target} of them across sessions"
-        if utt2session is not None
-        else "sessions unknown",
-        counts.trials - counts.target,
-        n,
-        len(spk_sessions),
-    )
+    # Debug level: the command line (sslsv.bin.make_trials) counts and reports the trials
+    # once, with the data dir and the output file; counting here again is only for debugging.
+    if log.isEnabledFor(logging.DEBUG):
+        counts = count_trials(trials, utt2spk, utt2session)
+        log.debug(
+            "make_trials: %d trials (%d target, %s, %d non-target) over %d utterances of %d "
+            "speakers",
+            counts.trials,
+            counts.target,
+            f"{counts.cross_session_target} of them across sessions"
+            if utt2session is not None
+            else "sessions unknown",
+            counts.trials - counts.target,
+            n,
+            len(spk_sessions),
+        )
     trials.sort(key=lambda t: (kaldi_sort_key(t[0]), kaldi_sort_key(t[1])))
     return trials
