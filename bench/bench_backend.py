@@ -137,7 +137,7 @@ def row_cli() -> dict:
     """Both CLIs end to end on files: 1M trials over 100k embeddings (ark/scp)."""
     import kaldiio
 
-    from sslsv.data.datadir import write_trials
+    from sslsv.datadir.io import write_trials
 
     rng = np.random.default_rng(3)
     x, spk = _speaker_data(rng, 100_000, 5_000)
@@ -159,7 +159,7 @@ def row_cli() -> dict:
         subprocess.run(
             common
             + ["sslsv.bin.score", "--backend", "cosine", "--trials", f"{tmp}/trials"]
-            + ["--enroll", scp, "--test", scp, "--mean-from", scp, "--output", f"{tmp}/s"],
+            + ["--enroll", scp, "--test", scp, "--train", scp, "--output", f"{tmp}/s"],
             check=True,
             capture_output=True,
         )

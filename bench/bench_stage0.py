@@ -27,6 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sslsv.corpora.importer import audio_path, import_recordings
+from sslsv.corpora.voxceleb import read_voxceleb_trial_list, voxceleb_utt_id
+from sslsv.datadir.io import read_durations, sanitize_id
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SPEAKERS = 5994  # VoxCeleb2 dev
@@ -50,8 +54,7 @@ def synthetic_listing(entries: int, seed: int = 0) -> list[tuple[str, str, str]]
 
 
 def run_row(name: str, entries: int, trials: int, work: Path) -> dict:
-    from sslsv.data import corpora
-    from sslsv.data.corpora import ImportOptions, Recording
+    from sslsv.corpora.importer import ImportOptions, Recording
 
     listing = synthetic_listing(entries)
     durations_file = work / "utt2dur.in"
@@ -60,7 +63,7 @@ def run_row(name: str, entries: int, trials: int, work: Path) -> dict:
         seconds = rng.uniform(4.0, 20.0, len(listing)).round(2)
         with open(durations_file, "w", encoding="utf-8") as f:
             for (spk, video, stem), s in zip(listing, seconds):
-                f.write(f"{corpora.voxceleb_utt_id(spk, video, stem)} {s}\n")
+                f.write(f"{voxceleb_utt_id(spk, video, stem)} {s}\n")
     trial_file = work / "list_test_all2.txt"
     if trials:
         rng = np.random.default_rng(2)
@@ -75,22 +78,22 @@ def run_row(name: str, entries: int, trials: int, work: Path) -> dict:
     cache = "/nonexistent/vox2_wav"
     items = [
         Recording(
-            corpora.voxceleb_utt_id(spk, video, stem),
-            corpora.sanitize_id(spk),
-            corpora._audio_path(f"{cache}/{spk}/{video}/{stem}.wav"),
-            corpora.sanitize_id(video),
+            voxceleb_utt_id(spk, video, stem),
+            sanitize_id(spk),
+            audio_path(f"{cache}/{spk}/{video}/{stem}.wav"),
+            sanitize_id(video),
         )
         for spk, video, stem in listing
     ]
     timings["list"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    durations = corpora.read_durations(durations_file) if name == "with_durations" else None
+    durations = read_durations(durations_file) if name == "with_durations" else None
     lists = {}
     if trials:
-        lists["trials_E"] = (trial_file, corpora.read_voxceleb_trial_list(trial_file))
+        lists["trials_E"] = (trial_file, read_voxceleb_trial_list(trial_file))
     options = ImportOptions(check_audio=False, durations=durations, nj=1)
-    report = corpora.import_recordings(items, work / "vox2_dev", options, trial_lists=lists)
+    report = import_recordings(items, work / "vox2_dev", options, trial_lists=lists)
     timings["import"] = time.perf_counter() - start
     written = sorted(p.name for p in (work / "vox2_dev").iterdir())
     return {

@@ -52,12 +52,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sslsv.config import Config, ExtractConfig, load_config  # noqa: E402
-from sslsv.data.datadir import read_wav_scp, write_spk2utt  # noqa: E402
-from sslsv.data.simulate import build_aug_sets, colored_noise  # noqa: E402
+from sslsv.config.load import load_config  # noqa: E402
+from sslsv.config.schema import Config, ExtractConfig  # noqa: E402
+from sslsv.datadir.io import read_wav_scp, write_spk2utt  # noqa: E402
 from sslsv.extraction import embed_data_dir  # noqa: E402
 from sslsv.fileio import atomic_write, write_table  # noqa: E402
 from sslsv.models.embedding import EmbeddingModel  # noqa: E402
+from sslsv.simulation.aug_sets import build_aug_sets  # noqa: E402
+from sslsv.simulation.dsp import colored_noise  # noqa: E402
 from sslsv.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "egs" / "voxceleb" / "conf" / "simclr_ntxent_am.yaml"

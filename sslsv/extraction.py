@@ -26,28 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sslsv.config import ExtractConfig
-from sslsv.data.datadir import read_wav_scp
-from sslsv.data.dataset import read_audio
-from sslsv.fileio import DataError, read_dict
+from sslsv.audio import read_audio
+from sslsv.config.schema import ExtractConfig
+from sslsv.datadir.io import read_audio_sources
+from sslsv.errors import DataError
+from sslsv.fileio import read_dict
 from sslsv.models.embedding import EmbeddingModel
-
-
-def check_options(options: ExtractConfig) -> None:
-    """Refuse extract settings that cannot work, naming the config key."""
-    if options.crop_seconds < 0:
-        raise ValueError(f"extract.crop_seconds {options.crop_seconds}: must be >= 0")
-    for key in ("num_crops", "batch_size"):
-        if getattr(options, key) < 1:
-            raise ValueError(f"extract.{key} {getattr(options, key)}: must be >= 1")
-    if options.num_workers < 0:
-        raise ValueError(f"extract.num_workers {options.num_workers}: must be >= 0")
-
-
-def describe(options: ExtractConfig) -> str:
-    if options.crop_seconds == 0:
-        return "full utterances"
-    return f"{options.num_crops} crops of {options.crop_seconds:g} s"
 
 
 def crop_starts(length: int, crop: int, num_crops: int) -> list[int]:
@@ -73,19 +57,21 @@ def take_crops(signal: np.ndarray, crop: int, num_crops: int) -> np.ndarray:
 class UtteranceSource(Dataset):
     """Item i -> (utt, array): the model's input for utterance i of a data dir.
 
-    From ``wav.scp``: a waveform (1, L) or crops (n, crop_samples). From ``feats.scp``: raw
-    log-mels (1, n_mels, T) or frame crops (n, n_mels, crop_frames).
+    From the audio (``wav.scp``, and ``segments`` when present), at the model's sample
+    rate: a waveform (1, L) or crops (n, crop_samples). From ``feats.scp``: raw log-mels
+    (1, n_mels, T) or frame crops (n, n_mels, crop_frames).
     """
 
     def __init__(
         self, data_dir: Path, use_feats: bool, options: ExtractConfig, model: EmbeddingModel
     ) -> None:
-        table = "feats.scp" if use_feats else "wav.scp"
-        self.items = list(
-            (read_dict(data_dir / table) if use_feats else read_wav_scp(data_dir / table)).items()
-        )
+        if use_feats:
+            self.items = list(read_dict(data_dir / "feats.scp").items())
+        else:
+            self.items = list(read_audio_sources(data_dir).items())
         self.use_feats, self.options = use_feats, options
-        crop_samples = round(options.crop_seconds * model.fbank.cfg.sample_rate)
+        self.sample_rate = model.fbank.cfg.sample_rate
+        crop_samples = round(options.crop_seconds * self.sample_rate)
         self.crop = model.fbank.num_frames(crop_samples) if use_feats else crop_samples
 
     def __len__(self) -> int:
@@ -99,9 +85,9 @@ class UtteranceSource(Dataset):
             except Exception as e:  # kaldiio raises several types for a damaged ark
                 raise DataError(f"utterance {utt!r}: cannot read features {source}: {e}") from None
         else:
-            signal = read_audio(source, utt)
+            signal = read_audio(source, sample_rate=self.sample_rate, utt=utt)
         if signal.shape[-1] == 0:
-            raise DataError(f"utterance {utt!r}: {source} is empty")
+            raise DataError(f"utterance {utt!r}: {getattr(source, 'path', source)} is empty")
         if self.options.crop_seconds == 0:
             return utt, torch.from_numpy(np.ascontiguousarray(signal[None]))
         return utt, torch.from_numpy(take_crops(signal, self.crop, self.options.num_crops))
@@ -122,7 +108,6 @@ def embed_data_dir(
     computing log-mels from ``wav.scp``. Returns the number of utterances.
     """
     options = options or ExtractConfig()
-    check_options(options)
     device = torch.device(device)
     source = UtteranceSource(Path(data_dir), use_feats, options, model)
     full = options.crop_seconds == 0

@@ -6,7 +6,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from sslsv.config import FeaturesConfig
+from sslsv.config.schema import FeaturesConfig
 
 
 class LogMelFbank(nn.Module):
@@ -17,9 +17,9 @@ class LogMelFbank(nn.Module):
     because the log of small powers is not safe in bf16.
     """
 
-    def __init__(self, cfg: FeaturesConfig | None = None) -> None:
+    def __init__(self, cfg: FeaturesConfig) -> None:
         super().__init__()
-        self.cfg = cfg or FeaturesConfig()
+        self.cfg = cfg
         c = self.cfg
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=c.sample_rate,

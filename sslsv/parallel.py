@@ -1,16 +1,15 @@
 """Run the ``--nj`` jobs of a stage, Kaldi ``run.pl`` / ``slurm.pl`` style.
 
 Job ``J`` logs to ``LOG_DIR/NAME.J.log``; failures are reported by job number with the exit
-code and the tail of the job's log. Where the jobs run is chosen by the recipe's ``cmd.sh``:
+code and the tail of the job's log. Where the jobs run is the stage's ``--cmd``, a launcher
+name and its options (the recipe's ``cmd.sh`` sets one per stage):
 
-- ``SSLSV_LAUNCHER=local`` (default): ``nj`` processes on this machine.
-- ``SSLSV_LAUNCHER=slurm``: one job array, ``sbatch --wait --array=<jobs>``, running a small
-  wrapper script written to ``LOG_DIR/NAME.sbatch.sh``.
-- ``SSLSV_LAUNCHER=srun``: one ``srun`` per job, for use inside an allocation.
+- ``local`` (default): ``nj`` processes on this machine.
+- ``slurm [SBATCH OPTIONS]``: one job array, ``sbatch --wait --array=<jobs> OPTIONS``,
+  running a small wrapper script written to ``LOG_DIR/NAME.sbatch.sh``.
+- ``srun [SRUN OPTIONS]``: one ``srun`` per job, for use inside an allocation.
 
-Slurm options (partition, time, memory, GPUs) come from ``SSLSV_SLURM_OPTS``, then
-``SSLSV_SLURM_OPTS_<NAME>`` (``NAME`` upper-cased, e.g. ``SSLSV_SLURM_OPTS_EXTRACT``) whose
-options come later and so take precedence. Both are split like shell words, never executed.
+The options are split like shell words and passed on as arguments, never executed.
 """
 
 from __future__ import annotations
@@ -19,16 +18,18 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+
+from sslsv.errors import UserError
 
 LAUNCHERS = ("local", "slurm", "srun")
 # Threads per job: what Slurm gave the task, unless OMP_NUM_THREADS is set already.
 _THREADS = 'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}";'
 
 
-class JobsFailed(RuntimeError):
-    pass
+class JobsFailed(UserError, RuntimeError):
+    """Some jobs failed; the message names each with the end of its log."""
 
 
 class LauncherError(JobsFailed, ValueError):
@@ -42,24 +43,19 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def launcher_from_env() -> str:
-    launcher = os.environ.get("SSLSV_LAUNCHER", "").strip() or "local"
-    if launcher not in LAUNCHERS:
+def parse_cmd(cmd: str) -> tuple[str, list[str]]:
+    """``"slurm --partition=gpu --gpus=1"`` -> ``("slurm", ["--partition=gpu", "--gpus=1"])``."""
+    try:
+        words = shlex.split(cmd)
+    except ValueError as e:
+        raise LauncherError(f"--cmd {cmd!r}: cannot split into words: {e}") from None
+    if not words or words[0] not in LAUNCHERS:
         raise LauncherError(
-            f"SSLSV_LAUNCHER={launcher!r}: must be one of {', '.join(LAUNCHERS)} (see cmd.sh)"
+            f"--cmd {cmd!r}: must start with one of {', '.join(LAUNCHERS)} (see cmd.sh)"
         )
-    return launcher
-
-
-def slurm_options_from_env(name: str) -> list[str]:
-    """``SSLSV_SLURM_OPTS`` then ``SSLSV_SLURM_OPTS_<NAME>``, split into words."""
-    options = []
-    for var in ("SSLSV_SLURM_OPTS", f"SSLSV_SLURM_OPTS_{name.upper()}"):
-        try:
-            options += shlex.split(os.environ.get(var, ""))
-        except ValueError as e:
-            raise LauncherError(f"{var}: cannot split into options: {e}") from None
-    return options
+    if words[0] == "local" and len(words) > 1:
+        raise LauncherError(f"--cmd {cmd!r}: the local launcher takes no options")
+    return words[0], words[1:]
 
 
 def run_jobs(
@@ -68,25 +64,18 @@ def run_jobs(
     log_dir: str | os.PathLike,
     name: str,
     jobs: list[int] | None = None,
-    launcher: str | None = None,
-    slurm_options: Sequence[str] | None = None,
+    cmd: str = "local",
 ) -> None:
-    """Run jobs ``1..nj`` (or just ``jobs``) in parallel; raise JobsFailed naming failures.
-
-    ``launcher`` and ``slurm_options`` default to the environment (see the module docstring).
-    """
-    launcher = launcher or launcher_from_env()
-    if launcher not in LAUNCHERS:
-        raise LauncherError(f"launcher {launcher!r}: must be one of {', '.join(LAUNCHERS)}")
-    if slurm_options is None:
-        slurm_options = slurm_options_from_env(name) if launcher != "local" else []
+    """Run jobs ``1..nj`` (or just ``jobs``) in parallel where ``cmd`` says (the module
+    docstring); raise JobsFailed naming the failures."""
+    launcher, slurm_options = parse_cmd(cmd)
     log_dir = Path(log_dir).absolute()
     log_dir.mkdir(parents=True, exist_ok=True)
     jobs = list(jobs) if jobs is not None else list(range(1, nj + 1))
     if not jobs:
         return
     if launcher == "slurm":
-        failures = _run_slurm_array(command_for_job, jobs, log_dir, name, list(slurm_options))
+        failures = _run_slurm_array(command_for_job, jobs, log_dir, name, slurm_options)
     else:
         prefix = []
         if launcher == "srun":
@@ -205,7 +194,7 @@ def _run_slurm_array(
         try:
             code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
         except FileNotFoundError:
-            return ["sbatch not found: SSLSV_LAUNCHER=slurm needs Slurm's sbatch on PATH"]
+            return ["sbatch not found: --cmd slurm needs Slurm's sbatch on PATH"]
     started = [j for j in jobs if (log_dir / f"{name}.{j}.log").exists()]
     if code != 0 and not started:
         # A refused submission (bad partition, time limit...): sbatch's own words say why.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sslsv.data.datadir import write_spk2utt
+from sslsv.datadir.io import write_spk2utt
 from sslsv.fileio import write_table
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Waveform augmentation (sslsv.data.augment) and offline augmentation sets (simulate)."""
+"""Waveform augmentation (sslsv.augment) and the offline augmentation sets (sslsv.simulation)."""
 
 from __future__ import annotations
 
@@ -14,30 +14,24 @@ import pytest
 import soundfile as sf
 import torch
 
-from sslsv.data.augment import (
-    POWER_EPS,
-    AugmentationSet,
-    Augmenter,
-    NoiseCategory,
-    _fast_fft_size,
-    build_augmenter_from_config,
-    load_augmentation_set,
-    prepare_rir,
-)
-from sslsv.data.simulate import (
+from sslsv.audio import find_audio_files
+from sslsv.augment.augmenter import POWER_EPS, Augmenter, NoiseCategory, _fast_fft_size, prepare_rir
+from sslsv.augment.build import build_augmenter
+from sslsv.augment.sets import AugmentationSet, load_augmentation_set
+from sslsv.config.load import config_from_dict
+from sslsv.config.schema import AugmentConfig
+from sslsv.errors import ConfigError, DataError
+from sslsv.fileio import read_dict
+from sslsv.simulation.aug_sets import build_aug_sets, build_noise_set, build_rir_set
+from sslsv.simulation.dsp import colored_noise
+from sslsv.simulation.rooms import (
     RoomSpec,
-    build_aug_sets,
-    build_noise_set,
-    build_rir_set,
-    colored_noise,
     exp_decay_rir,
-    find_audio_files,
     measure_rt60,
     rir_method_available,
     sample_room,
     simulate_rir,
 )
-from sslsv.fileio import DataError, read_dict
 
 SR = 16000
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -91,11 +85,15 @@ def make_augmenter(sets, rir_prob=0.5, noise_prob=0.8, rirs=True, noise=True) ->
     categories = []
     if noise:
         categories = [
-            NoiseCategory("noise", load_augmentation_set(sets["noise"]), (0.0, 15.0), (1, 1)),
-            NoiseCategory("speech", load_augmentation_set(sets["speech"]), (13.0, 20.0), (3, 7)),
+            NoiseCategory(
+                "noise", load_augmentation_set(sets["noise"], SR), (0.0, 15.0), (1, 1), 1.0
+            ),
+            NoiseCategory(
+                "speech", load_augmentation_set(sets["speech"], SR), (13.0, 20.0), (3, 7), 1.0
+            ),
         ]
     return Augmenter(
-        rirs=load_augmentation_set(sets["rirs"]) if rirs else None,
+        rirs=load_augmentation_set(sets["rirs"], SR) if rirs else None,
         rir_prob=rir_prob,
         noise=categories,
         noise_prob=noise_prob,
@@ -181,8 +179,8 @@ def test_measured_snr_equals_sampled_snr(sets):
 def test_unit_impulse_rir_returns_input(tmp_path):
     impulse = np.zeros(50, dtype=np.float32)
     impulse[7] = 0.5  # delayed and scaled: alignment and unit energy must undo both
-    rirs = AugmentationSet(write_data_dir(tmp_path / "rirs", {"impulse": impulse}))
-    aug = Augmenter(rirs=rirs, rir_prob=1.0)
+    rirs = AugmentationSet(write_data_dir(tmp_path / "rirs", {"impulse": impulse}), SR)
+    aug = Augmenter(rirs=rirs, rir_prob=1.0, noise=[], noise_prob=0.0)
     wave = torch.randn(3, 1000, generator=torch.Generator().manual_seed(0))
     out = aug(wave, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, wave, atol=1e-5, rtol=0)
@@ -223,7 +221,7 @@ def test_rir_spectra_cache_and_prepare_change_nothing(sets, monkeypatch):
     cached.prepare("cpu", 2500)
     assert cached._states[torch.device("cpu")].rir_spectra is not None
     expected = cached(wave, torch.Generator().manual_seed(1))
-    monkeypatch.setattr("sslsv.data.augment.RIR_SPECTRA_MAX_BYTES", 0)
+    monkeypatch.setattr("sslsv.augment.augmenter.RIR_SPECTRA_MAX_BYTES", 0)
     uncached = make_augmenter(sets, rir_prob=0.8)
     out = uncached(wave, torch.Generator().manual_seed(1))
     assert uncached._states[torch.device("cpu")].rir_spectra is None
@@ -240,14 +238,16 @@ def test_any_batch_size(sets, batch):
 
 def test_all_zero_input_and_silent_noise_give_no_nan(sets, tmp_path):
     silent = AugmentationSet(
-        write_data_dir(tmp_path / "silent", {"z": np.zeros(800, dtype=np.float32)})
+        write_data_dir(tmp_path / "silent", {"z": np.zeros(800, dtype=np.float32)}), SR
     )
     aug = Augmenter(
-        rirs=load_augmentation_set(sets["rirs"]),
+        rirs=load_augmentation_set(sets["rirs"], SR),
         rir_prob=1.0,
         noise=[
-            NoiseCategory("silence", silent, (0.0, 5.0)),
-            NoiseCategory("speech", load_augmentation_set(sets["speech"]), (13.0, 20.0), (3, 7)),
+            NoiseCategory("silence", silent, (0.0, 5.0), (1, 1), 1.0),
+            NoiseCategory(
+                "speech", load_augmentation_set(sets["speech"], SR), (13.0, 20.0), (3, 7), 1.0
+            ),
         ],
         noise_prob=1.0,
     )
@@ -331,70 +331,100 @@ def test_augmentation_set_segments_stereo_and_cap(tmp_path):
     long = rng.standard_normal(SR * 2).astype(np.float32)
     stereo = np.stack([rng.standard_normal(SR), np.ones(SR)], axis=1).astype(np.float32)
     folder = write_data_dir(tmp_path / "d", {"a": long, "b": stereo})
-    whole = AugmentationSet(folder)
+    whole = AugmentationSet(folder, SR)
     assert whole.ids == ["a", "b"]
     np.testing.assert_array_equal(whole.clips[1].numpy(), stereo[:, 0])  # first channel
     assert whole.total_seconds == pytest.approx(3.0)
 
     (folder / "segments").write_text("a-1 a 0.5 1.0\na-0 a 0.0 0.25\nb-0 b 0.5 -1\n")
-    segs = AugmentationSet(folder)
+    segs = AugmentationSet(folder, SR)
     assert segs.ids == ["a-0", "a-1", "b-0"]
     np.testing.assert_array_equal(segs.clips[0].numpy(), long[: SR // 4])
     np.testing.assert_array_equal(segs.clips[1].numpy(), long[SR // 2 : SR])
     np.testing.assert_array_equal(segs.clips[2].numpy(), stereo[SR // 2 :, 0])
 
-    capped = AugmentationSet(folder, max_seconds=0.8)
+    capped = AugmentationSet(folder, SR, max_seconds=0.8)
     assert capped.total_seconds <= 0.8 and len(capped) >= 1
-    assert capped.ids == AugmentationSet(folder, max_seconds=0.8).ids  # deterministic
+    assert capped.ids == AugmentationSet(folder, SR, max_seconds=0.8).ids  # deterministic
 
     (folder / "segments").write_text("a-0 a 0.5\n")
-    with pytest.raises(DataError, match=r"segments:1: segment 'a-0'"):
-        AugmentationSet(folder)
+    with pytest.raises(DataError, match=r"segments:1: utterance 'a-0'"):
+        AugmentationSet(folder, SR)
     (folder / "segments").write_text("a-0 zz 0 1\n")
-    with pytest.raises(DataError, match="'zz' is not in wav.scp"):
-        AugmentationSet(folder)
+    with pytest.raises(DataError, match="'zz', which is not in wav.scp"):
+        AugmentationSet(folder, SR)
 
 
 def test_augmentation_set_errors_name_the_culprit(tmp_path):
     with pytest.raises(DataError, match="no wav.scp"):
-        AugmentationSet(tmp_path)
-    folder = write_data_dir(tmp_path / "d8k", {"x": np.zeros(100, np.float32)}, rate=8000)
-    with pytest.raises(DataError, match="recording 'x'.*8000 Hz"):
-        AugmentationSet(folder)
+        AugmentationSet(tmp_path, SR)
+    folder = write_data_dir(tmp_path / "d", {"x": np.zeros(100, np.float32)})
+    (folder / "audio files" / "x.wav").write_bytes(b"not audio")
+    with pytest.raises(DataError, match="'x': cannot read .*x.wav"):
+        AugmentationSet(folder, SR)
 
 
-def test_build_from_config_dict_and_dataclass(sets):
-    cfg = {
-        "rir_dir": str(sets["rirs"]),
-        "rir_prob": 0.4,
-        "noise_prob": 0.9,
-        "noise": {
+def test_augmentation_set_at_another_rate_is_resampled(tmp_path):
+    tone = np.sin(np.arange(8000) * 2 * np.pi * 300 / 8000).astype(np.float32)
+    folder = write_data_dir(tmp_path / "d8k", {"x": tone}, rate=8000)
+    clip = AugmentationSet(folder, SR).clips[0].numpy()
+    assert len(clip) == SR
+    expected = np.sin(np.arange(SR) * 2 * np.pi * 300 / SR)
+    np.testing.assert_allclose(clip[400:-400], expected[400:-400], atol=2e-3)
+
+
+def augment_config(**section) -> AugmentConfig:
+    """An augment: section as a config file gives it: checked, defaults filled in."""
+    return config_from_dict({"augment": section}, "<test>").augment
+
+
+def test_build_from_config(sets):
+    cfg = augment_config(
+        rir_dir=str(sets["rirs"]),
+        rir_prob=0.4,
+        noise_prob=0.9,
+        noise={
             "noise": {"data_dir": str(sets["noise"])},
             "speech": {"data_dir": str(sets["speech"]), "weight": 2},
+            "babble": {"data_dir": str(sets["speech"]), "snr_db": [10, 12], "num_sources": [2, 3]},
         },
-    }
-    aug = build_augmenter_from_config(cfg, SR)
-    speech = aug.categories[1]
-    assert (speech.snr_db, speech.num_sources, speech.weight) == ((13.0, 20.0), (3, 7), 2.0)
-    assert aug.categories[0].snr_db == (0.0, 15.0) and aug.rir_prob == 0.4
-    assert "speech" in aug.describe() and "reverb p=0.4" in aug.describe()
-
-    from sslsv.config import AugmentConfig, NoiseCategoryConfig
-
-    typed = AugmentConfig(
-        rir_dir=str(sets["rirs"]),
-        noise={"babble": NoiseCategoryConfig(str(sets["speech"]), [10, 12], [2, 3], 1.0)},
     )
-    aug = build_augmenter_from_config(typed, SR)
-    assert aug.categories[0].num_sources == (2, 3) and len(aug.rirs) == 4
+    aug = build_augmenter(cfg, SR)
+    noise, speech, babble = aug.categories
+    assert (speech.snr_db, speech.num_sources, speech.weight) == ((13.0, 20.0), (3, 7), 2.0)
+    assert noise.snr_db == (0.0, 15.0) and aug.rir_prob == 0.4 and aug.noise_prob == 0.9
+    assert (babble.snr_db, babble.num_sources) == ((10.0, 12.0), (2, 3)) and len(aug.rirs) == 4
+    assert "speech" in aug.describe() and "reverb p=0.4" in aug.describe()
+    assert build_augmenter(augment_config(enabled=False), SR) is None
 
-    with pytest.raises(DataError, match="augment.noise.noise.data_dir"):
-        build_augmenter_from_config({"noise": {"noise": {}}}, SR)
-    with pytest.raises(DataError, match="augment.noise.other.snr_db"):
-        build_augmenter_from_config({"noise": {"other": {"data_dir": str(sets["noise"])}}}, SR)
-    bad = {"noise": {"noise": {"data_dir": str(sets["noise"]), "num_sources": [3, 1]}}}
-    with pytest.raises(DataError, match="augment.noise.noise"):
-        build_augmenter_from_config(bad, SR)
+
+def test_build_leaves_out_missing_sets_with_a_warning(sets, tmp_path, caplog):
+    cfg = augment_config(
+        rir_dir=str(tmp_path / "no rirs"),
+        noise={"noise": {"data_dir": str(sets["noise"])}, "music": {"data_dir": "nowhere"}},
+    )
+    with caplog.at_level(logging.WARNING):
+        aug = build_augmenter(cfg, SR)
+    assert [c.name for c in aug.categories] == ["noise"] and aug.rir_prob == 0.0
+    assert "augment.noise.music" in caplog.text and "augment.rir_dir" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "section,message",
+    [
+        ({"noise": {"noise": {}}}, "'augment.noise.noise.data_dir' is missing"),
+        ({"noise": {"other": {"data_dir": "d"}}}, "'augment.noise.other.snr_db' is required"),
+        (
+            {"noise": {"noise": {"data_dir": "d", "num_sources": [3, 1]}}},
+            r"'augment.noise.noise.num_sources' is \[3, 1\]; it must be a \[low, high\] pair",
+        ),
+        ({"noise": {"noise": {"data_dir": "d", "weight": 0}}}, "weight' is 0.0; it must be > 0"),
+        ({"rir_prob": 1.5}, r"'augment.rir_prob' is 1.5; it must be >= 0 and <= 1"),
+    ],
+)
+def test_bad_augment_sections_are_refused_at_load(section, message):
+    with pytest.raises(ConfigError, match=message):
+        augment_config(**section)
 
 
 # -- simulation -------------------------------------------------------------------------------
@@ -501,11 +531,11 @@ def test_build_small_sets_determinism_and_rerun(tmp_path):
     assert all("measured_rt60=" in v for v in info.values())
 
     # Built sets load straight into the augmenter.
-    aug = build_augmenter_from_config(
-        {
-            "rir_dir": str(sets["rirs"]),
-            "noise": {n: {"data_dir": str(sets[n])} for n in ("noise", "speech")},
-        },
+    aug = build_augmenter(
+        augment_config(
+            rir_dir=str(sets["rirs"]),
+            noise={n: {"data_dir": str(sets[n])} for n in ("noise", "speech")},
+        ),
         SR,
     )
     out = aug(torch.randn(4, SR * 2), torch.Generator().manual_seed(0))
@@ -545,7 +575,7 @@ def test_failed_build_leaves_nothing(tmp_path):
 def test_rir_method_falls_back_without_pyroomacoustics(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pyroomacoustics", None)  # import now fails
     assert rir_method_available("auto") == "exp-decay"
-    with pytest.raises(ImportError):
+    with pytest.raises(DataError, match="RIR method pyroomacoustics: cannot import it"):
         rir_method_available("pyroomacoustics")
     build_rir_set(tmp_path / "rirs", 2, seed=0)
     info = read_dict(tmp_path / "rirs" / "room_info")
@@ -584,8 +614,8 @@ def test_real_noise_files(tmp_path):
     build_noise_set(folder, find_audio_files(SHARED_NOISE), num_colored=0)
     ids = list(read_dict(folder / "wav.scp"))
     assert len(ids) >= 6 * 10  # six ~60 s files in 5 s chunks
-    noise = NoiseCategory("noise", AugmentationSet(folder), (0.0, 15.0))
-    aug = Augmenter(noise=[noise], noise_prob=1.0)
+    noise = NoiseCategory("noise", AugmentationSet(folder, SR), (0.0, 15.0), (1, 1), 1.0)
+    aug = Augmenter(rirs=None, rir_prob=0.0, noise=[noise], noise_prob=1.0)
     wave = torch.randn(8, SR * 2, generator=torch.Generator().manual_seed(0)) * 0.1
     params = aug.sample_params(8, SR * 2, torch.Generator().manual_seed(1))
     added = aug.apply(wave, params).double() - wave.double()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -28,9 +29,11 @@ from sslsv.backend import (
     speaker_means,
 )
 from sslsv.bin import score as score_cli
-from sslsv.data.datadir import write_trials
-from sslsv.fileio import DataError, write_table
-from sslsv.metrics import compute_eer, read_scores
+from sslsv.datadir.io import write_trials
+from sslsv.errors import DataError
+from sslsv.fileio import write_table
+from sslsv.metrics import compute_eer
+from sslsv.scores import read_scores
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -424,12 +427,23 @@ def recipe(tmp_path):
     return d
 
 
-def _run(recipe, *extra, output="scores"):
+def _score(recipe, *extra, output="scores") -> int:
     out = recipe["tmp"] / output
     base = ["--trials", str(recipe["trials"]), "--enroll", recipe["test_scp"]]
-    score_cli.main(base + ["--test", recipe["test_scp"], "--output", str(out), *extra])
-    enrolls, tests, scores = read_scores(out)
+    return score_cli.main(base + ["--test", recipe["test_scp"], "--output", str(out), *extra])
+
+
+def _run(recipe, *extra, output="scores"):
+    assert _score(recipe, *extra, output=output) == 0
+    enrolls, tests, scores = read_scores(recipe["tmp"] / output)
     return list(zip(enrolls, tests)), scores
+
+
+def _fails(recipe, capsys, *extra) -> str:
+    """The error line of a scoring run that must fail (exit status 1)."""
+    capsys.readouterr()
+    assert _score(recipe, *extra, output="failed") == 1
+    return capsys.readouterr().err
 
 
 def test_score_cli_cosine_order_values_and_single_loading(recipe, monkeypatch):
@@ -440,7 +454,7 @@ def test_score_cli_cosine_order_values_and_single_loading(recipe, monkeypatch):
         "_read_object",
         lambda fd, where: calls.append(where) or original(fd, where),
     )
-    pairs, scores = _run(recipe, "--backend", "cosine")
+    pairs, scores = _run(recipe, "--backend", "cosine", "--no-subtract-mean")
     assert pairs == [(e, t) for e, t, _ in recipe["trial_list"]]
     assert len(calls) == 40  # 780 trials over 40 embeddings: each read once
     row = {u: i for i, u in enumerate(recipe["test_ids"])}
@@ -450,34 +464,52 @@ def test_score_cli_cosine_order_values_and_single_loading(recipe, monkeypatch):
         for e, t in pairs
     ]
     np.testing.assert_allclose(scores, expected, atol=1e-6)
-    _, centred = _run(recipe, "--backend", "cosine", "--mean-from", recipe["train_scp"])
+    _, centred = _run(recipe, "--backend", "cosine", "--train", recipe["train_scp"])
     assert not np.allclose(centred, scores)
     # Separate enroll and test files: each side reads its own utterances only.
     other = recipe["tmp"] / "copy.scp"
     other.write_text(Path(recipe["test_scp"]).read_text())
     calls.clear()
     out = recipe["tmp"] / "separate"
-    base = ["--backend", "cosine", "--trials", str(recipe["trials"]), "--output", str(out)]
-    score_cli.main(base + ["--enroll", recipe["test_scp"], "--test", str(other)])
+    base = ["--no-subtract-mean", "--trials", str(recipe["trials"]), "--output", str(out)]
+    assert score_cli.main(base + ["--enroll", recipe["test_scp"], "--test", str(other)]) == 0
     enrolls, tests, separate = read_scores(out)
     assert list(zip(enrolls, tests)) == pairs
     np.testing.assert_array_equal(separate, scores)
     assert len(calls) == len({e for e, _ in pairs}) + len({t for _, t in pairs})
 
 
-def test_score_cli_missing_or_zero_embedding_is_named(recipe):
+def test_score_cli_missing_or_zero_embedding_is_named(recipe, capsys):
     write_trials(recipe["trials"], recipe["trial_list"][:5] + [("ghost", "spk00-u0", False)])
-    with pytest.raises(DataError, match="no embedding for 1 utterance.*ghost"):
-        _run(recipe, "--backend", "cosine")
+    assert re.search(
+        "no embedding for 1 utterance.*ghost", _fails(recipe, capsys, "--no-subtract-mean")
+    )
     x = recipe["test_x"].copy()
     x[3] = 0
     recipe["test_scp"] = write_embeddings(recipe["tmp"] / "zero", recipe["test_ids"], x)
     write_trials(recipe["trials"], recipe["trial_list"])
-    with pytest.raises(DataError, match="all-zero embedding.*: spk00-u3"):
-        _run(recipe, "--backend", "cosine")
+    assert re.search("all-zero embedding.*: spk00-u3", _fails(recipe, capsys, "--no-subtract-mean"))
 
 
-def test_score_cli_plda_model_reuse_and_norm(recipe):
+def test_score_cli_reads_its_config_section_and_options_override_it(recipe, tmp_path, capsys):
+    """scoring: keys come from --config; the command line overrides them one by one."""
+    config = tmp_path / "c.yaml"
+    config.write_text("scoring: {subtract_mean: false, norm: s}\n")
+    train = ["--train", recipe["train_scp"]]
+    _, from_config = _run(recipe, "--config", str(config), *train)
+    _, plain_s_norm = _run(recipe, "--no-subtract-mean", "--norm", "s", *train)
+    np.testing.assert_array_equal(from_config, plain_s_norm)
+    _, overridden = _run(recipe, "--config", str(config), "--norm", "none", *train)
+    _, plain = _run(recipe, "--no-subtract-mean")
+    np.testing.assert_array_equal(overridden, plain)
+    assert "scoring.norm s needs --train" in _fails(recipe, capsys, "--config", str(config))
+    assert "scoring.subtract_mean (or --no-subtract-mean) needs --train" in _fails(recipe, capsys)
+    config.write_text("scoring: {backend: pdla}\n")
+    err = _fails(recipe, capsys, "--config", str(config))
+    assert "'scoring.backend' is 'pdla'; allowed: cosine, plda" in err
+
+
+def test_score_cli_plda_model_reuse_and_norm(recipe, capsys):
     model = recipe["tmp"] / "backend" / "plda.npz"
     train = ["--train", recipe["train_scp"], "--train-utt2spk", str(recipe["utt2spk"])]
     opts = ["--backend", "plda", "--lda-dim", "10", "--backend-model", str(model)]
@@ -486,13 +518,14 @@ def test_score_cli_plda_model_reuse_and_norm(recipe):
     assert pairs == [(e, t) for e, t, _ in recipe["trial_list"]]
     _, again = _run(recipe, *opts)  # no training data needed: the model is loaded
     np.testing.assert_array_equal(again, first)
-    with pytest.raises(DataError, match="lda_dim: saved 10, asked 8"):
-        _run(recipe, "--backend", "plda", "--lda-dim", "8", "--backend-model", str(model))
-    with pytest.raises(DataError, match="needs --train"):
-        _run(recipe, "--backend", "plda")
+    err = _fails(
+        recipe, capsys, "--backend", "plda", "--lda-dim", "8", "--backend-model", str(model)
+    )
+    assert "lda_dim: saved 10, asked 8" in err
+    assert "needs --train and --train-utt2spk" in _fails(recipe, capsys, "--backend", "plda")
     labels = np.array([y for _, _, y in recipe["trial_list"]])
     assert compute_eer(first, labels)[0] < 0.2
-    cohort = ["--cohort", recipe["train_scp"], "--cohort-utt2spk", str(recipe["utt2spk"])]
+    cohort = [*train, "--cohort-speaker-means"]
     _, normed = _run(recipe, *opts, "--norm", "as", "--top-k", "50", *cohort)
     backend = load_backend(model)
     from sslsv.backend import load_labelled_embeddings
@@ -506,23 +539,13 @@ def test_score_cli_plda_model_reuse_and_norm(recipe):
         backend, first, x, x, ei, ti, backend.prepare(speaker_means(cx, spk)[1]), "as", 50
     )
     np.testing.assert_allclose(normed, expected, rtol=1e-6, atol=1e-6)
-    with pytest.raises(DataError, match="--top-k 500 exceeds cohort size 400"):
-        _run(recipe, *opts, "--norm", "as", "--top-k", "500", *cohort)
+    err = _fails(recipe, capsys, *opts, "--norm", "as", "--top-k", "500", *cohort)
+    assert "scoring.top_k 500 exceeds cohort size 400" in err
 
 
-def test_score_cli_per_utterance_cohort_and_duplicate_trials(recipe):
-    pairs, raw = _run(recipe, "--backend", "cosine", "--mean-from", recipe["train_scp"])
-    _, normed = _run(
-        recipe,
-        "--backend",
-        "cosine",
-        "--mean-from",
-        recipe["train_scp"],
-        "--norm",
-        "s",
-        "--cohort",
-        recipe["train_scp"],
-    )
+def test_score_cli_per_utterance_cohort_and_duplicate_trials(recipe, capsys):
+    pairs, raw = _run(recipe, "--backend", "cosine", "--train", recipe["train_scp"])
+    _, normed = _run(recipe, "--train", recipe["train_scp"], "--norm", "s")
     _, train_x = load_embeddings(recipe["train_scp"])
     backend = CosineBackend.fit(train_x)
     x = backend.prepare(recipe["test_x"])
@@ -532,5 +555,4 @@ def test_score_cli_per_utterance_cohort_and_duplicate_trials(recipe):
     expected = score_norm(backend, raw, x, x, ei, ti, backend.prepare(train_x), "s")
     np.testing.assert_allclose(normed, expected, rtol=1e-5, atol=1e-5)
     write_trials(recipe["trials"], recipe["trial_list"][:3] + recipe["trial_list"][1:2])
-    with pytest.raises(DataError, match=r"duplicate .*line\(s\) 4"):
-        _run(recipe, "--backend", "cosine")
+    assert re.search(r"duplicate .*line\(s\) 4", _fails(recipe, capsys, "--no-subtract-mean"))

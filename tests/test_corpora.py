@@ -13,20 +13,28 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import sslsv.corpora.transcode
+from sslsv.audio import read_audio
 from sslsv.bin import make_trials as make_trials_cli
 from sslsv.bin import prepare_data
-from sslsv.data import corpora
-from sslsv.data.corpora import ImportOptions
-from sslsv.data.datadir import (
+from sslsv.corpora.folder import list_csv, prepare_csv, prepare_folder
+from sslsv.corpora.importer import ImportOptions, Recording, import_recordings
+from sslsv.corpora.librispeech import list_librispeech, prepare_librispeech
+from sslsv.corpora.noise import prepare_musan, prepare_rirs
+from sslsv.corpora.voxceleb import prepare_voxceleb1, prepare_voxceleb2, read_voxceleb_trial_list
+from sslsv.datadir.io import (
     read_audio_sources,
+    read_durations,
+    read_id_list,
     read_segments,
-    read_source_audio,
     read_trials,
     read_wav_scp,
-    validate_data_dir,
 )
-from sslsv.data.trials import count_trials, make_trials
-from sslsv.fileio import DataError, kaldi_sort_key, read_dict
+from sslsv.datadir.trials import count_trials, make_trials
+from sslsv.datadir.validate import validate_data_dir
+from sslsv.errors import DataError
+from sslsv.fileio import kaldi_sort_key, read_dict
+from sslsv.train.dataset import CropPairDataset
 
 RATE = 16000
 LIBRISPEECH = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "LibriSpeech"
@@ -82,7 +90,7 @@ def make_librispeech(root: Path) -> dict[str, tuple[str, Path, str]]:
 def test_librispeech(tmp_path: Path) -> None:
     root = tmp_path / "LibriSpeech" / "train-clean-5"
     expected = make_librispeech(root)
-    report = corpora.prepare_librispeech(root, tmp_path / "data", ONE_JOB)
+    report = prepare_librispeech(root, tmp_path / "data", ONE_JOB)
     d = tmp_path / "data"
     check_data_dir(d, {u: (s, p) for u, (s, p, _) in expected.items()})
     assert read_dict(d / "utt2session") == {u: c for u, (_, _, c) in expected.items()}
@@ -95,16 +103,16 @@ def test_librispeech(tmp_path: Path) -> None:
          "--exclude-speakers", str(tmp_path / "held_out")]
     ) == 0  # fmt: skip
     assert set(read_dict(tmp_path / "train" / "utt2spk").values()) == {"19", "250"}
-    corpora.prepare_librispeech(root, tmp_path / "test", ImportOptions(nj=1, speakers=["1970"]))
+    prepare_librispeech(root, tmp_path / "test", ImportOptions(nj=1, speakers=["1970"]))
     assert set(read_dict(tmp_path / "test" / "utt2spk").values()) == {"1970"}
     with pytest.raises(DataError, match=r"--speakers: 1 speakers not in the corpus: \['42'\]"):
-        corpora.prepare_librispeech(root, tmp_path / "x", ImportOptions(nj=1, speakers=["42"]))
+        prepare_librispeech(root, tmp_path / "x", ImportOptions(nj=1, speakers=["42"]))
 
 
 def test_librispeech_bad_name(tmp_path: Path) -> None:
     tone(tmp_path / "19" / "198" / "19-200-0001.flac")
     with pytest.raises(DataError, match=r"19-200-0001.flac: expected the name 19-198-NNNN"):
-        corpora.list_librispeech(tmp_path)
+        list_librispeech(tmp_path)
 
 
 @pytest.mark.skipif(
@@ -113,7 +121,7 @@ def test_librispeech_bad_name(tmp_path: Path) -> None:
 )
 def test_real_librispeech(tmp_path: Path) -> None:
     root = (LIBRISPEECH / "train-clean-5").resolve()
-    report = corpora.prepare_librispeech(root, tmp_path / "data", ImportOptions(nj=2))
+    report = prepare_librispeech(root, tmp_path / "data", ImportOptions(nj=2))
     d = tmp_path / "data"
     flacs = sorted(root.glob("*/*/*.flac"))
     assert report.utterances == len(flacs) == 448 and report.speakers == 28
@@ -156,7 +164,7 @@ def test_real_librispeech_recipe_test_set_counts(tmp_path: Path, caplog) -> None
             "--speakers", str(held_out)]  # fmt: skip
     assert prepare_data.main(argv) == 0
     validate_data_dir(dest)
-    speakers = set(corpora.read_id_file(held_out))
+    speakers = set(read_id_list(held_out))
     assert set(read_dict(dest / "utt2spk").values()) == speakers
     options = ["--num-per-utt", recipe_default(recipe / "run.sh", "trials_per_utt"),
                "--target-fraction", recipe_default(recipe / "run.sh", "target_fraction"),
@@ -206,7 +214,7 @@ def test_folder_with_spaces_and_sessions(tmp_path: Path) -> None:
             tone(path)
     tone(root / "loose.wav")  # no speaker folder: ignored, logged
     (root / "alice" / "s2" / "notes.txt").write_text("not audio")
-    corpora.prepare_folder(root, tmp_path / "data", ONE_JOB)
+    prepare_folder(root, tmp_path / "data", ONE_JOB)
     d = tmp_path / "data"
     check_data_dir(d, files)
     assert read_dict(d / "utt2session") == {
@@ -222,13 +230,13 @@ def test_folder_without_full_sessions_and_id_collision(tmp_path: Path, caplog) -
     tone(tmp_path / "c" / "spk" / "a.wav")
     tone(tmp_path / "c" / "spk" / "sess" / "b.wav")
     with caplog.at_level(logging.WARNING):
-        corpora.prepare_folder(tmp_path / "c", tmp_path / "data", ONE_JOB)
+        prepare_folder(tmp_path / "c", tmp_path / "data", ONE_JOB)
     assert "no utt2session written" in caplog.text
     assert not (tmp_path / "data" / "utt2session").exists()
     tone(tmp_path / "c" / "spk" / "a b.wav")
     tone(tmp_path / "c" / "spk" / "a_b.wav")
     with pytest.raises(DataError, match=r"'spk-a_b' names two files: .*a b.wav.* and .*a_b.wav"):
-        corpora.prepare_folder(tmp_path / "c", tmp_path / "data", ONE_JOB)
+        prepare_folder(tmp_path / "c", tmp_path / "data", ONE_JOB)
 
 
 def test_csv_and_tsv(tmp_path: Path) -> None:
@@ -243,7 +251,7 @@ def test_csv_and_tsv(tmp_path: Path) -> None:
         f"spk2,{tmp_path / 'elsewhere' / 'z.wav'},m\n"
     )
     d = tmp_path / "data"
-    corpora.prepare_csv(tmp_path / "lists" / "all.csv", d, ONE_JOB)
+    prepare_csv(tmp_path / "lists" / "all.csv", d, ONE_JOB)
     check_data_dir(
         d,
         {
@@ -257,14 +265,14 @@ def test_csv_and_tsv(tmp_path: Path) -> None:
         "audio/spk1/a.wav\tspk1\tfirst\tmon\n"
         "audio/spk1/b c.wav\tspk1\tspk1-second\ttue\n"
     )
-    corpora.prepare_csv(tmp_path / "lists" / "two.tsv", d, ONE_JOB)
+    prepare_csv(tmp_path / "lists" / "two.tsv", d, ONE_JOB)
     assert read_dict(d / "utt2session") == {"spk1-first": "mon", "spk1-second": "tue"}
     (tmp_path / "bad.csv").write_text("file,speaker\na.wav,s\n")
     with pytest.raises(DataError, match=r"bad.csv:1: header .* has no 'path' column"):
-        corpora.list_csv(tmp_path / "bad.csv")
+        list_csv(tmp_path / "bad.csv")
     (tmp_path / "bad.csv").write_text("path,speaker\na.wav,\n")
     with pytest.raises(DataError, match=r"bad.csv:2: empty 'speaker' field"):
-        corpora.list_csv(tmp_path / "bad.csv")
+        list_csv(tmp_path / "bad.csv")
 
 
 # ----------------------------------------------------------------------------- audio checks
@@ -283,7 +291,7 @@ def test_bad_audio_fails_above_max_bad_fraction(tmp_path: Path) -> None:
     make_bad_audio_corpus(tmp_path / "c")
     dest = tmp_path / "data"
     with pytest.raises(DataError) as err:
-        corpora.prepare_folder(tmp_path / "c", dest, ONE_JOB)
+        prepare_folder(tmp_path / "c", dest, ONE_JOB)
     message = str(err.value)
     assert "2 of 10 files are unreadable or empty" in message
     assert "broken.wav: unreadable" in message and "empty.wav: empty" in message
@@ -296,9 +304,7 @@ def test_bad_audio_excluded_and_listed(tmp_path: Path, caplog) -> None:
     make_bad_audio_corpus(tmp_path / "c")
     dest = tmp_path / "data"
     with caplog.at_level(logging.INFO):
-        report = corpora.prepare_folder(
-            tmp_path / "c", dest, ImportOptions(nj=1, max_bad_fraction=0.25)
-        )
+        report = prepare_folder(tmp_path / "c", dest, ImportOptions(nj=1, max_bad_fraction=0.25))
     assert report.bad == 2 and report.multichannel == 1 and report.utterances == 7
     excluded = {line.split("\t")[0]: line.split("\t") for line in lines_of(dest / "excluded.txt")}
     assert sorted(excluded) == ["bad-broken", "bad-empty", "bad-short"]
@@ -317,29 +323,12 @@ def test_wrong_sample_rate(tmp_path: Path) -> None:
     tone(tmp_path / "c" / "s" / "ok.wav")
     tone(tmp_path / "c" / "s" / "low.wav", rate=8000)
     with pytest.raises(DataError, match=r"1 files are not 16000 Hz \(.*low.wav: 8000 Hz\)"):
-        corpora.prepare_folder(tmp_path / "c", tmp_path / "data", ONE_JOB)
+        prepare_folder(tmp_path / "c", tmp_path / "data", ONE_JOB)
     assert prepare_data.main(["folder", str(tmp_path / "c"), str(tmp_path / "d"), "--nj", "1"]) == 1
-    corpora.prepare_folder(
-        tmp_path / "c", tmp_path / "data", ImportOptions(nj=1, allow_resample=True)
-    )
+    prepare_folder(tmp_path / "c", tmp_path / "data", ImportOptions(nj=1, allow_resample=True))
     assert read_dict(tmp_path / "data" / "utt2sr") == {"s-low": "8000", "s-ok": "16000"}
     assert float(read_dict(tmp_path / "data" / "utt2dur")["s-low"]) == 0.6
     validate_data_dir(tmp_path / "data")
-
-
-def test_parallel_probe_matches_serial(tmp_path: Path) -> None:
-    from sslsv.data.audio_check import probe_audio_files
-
-    paths = []
-    for i in range(300):
-        path = tmp_path / f"{i}.wav"
-        sf.write(path, np.zeros(100 + i, dtype=np.int16), RATE)
-        paths.append(str(path))
-    paths.append(str(tmp_path / "missing.wav"))
-    serial = probe_audio_files(paths, nj=1)
-    assert probe_audio_files(paths, nj=2) == serial
-    assert [i.frames for i in serial[:-1]] == [100 + i for i in range(300)]
-    assert serial[-1].error
 
 
 def test_no_audio_check_with_duration_table(tmp_path: Path, caplog) -> None:
@@ -385,12 +374,12 @@ def test_no_audio_check_with_duration_table(tmp_path: Path, caplog) -> None:
     # A missing duration is an error naming the utterance, not a silent drop.
     table.write_text("s1-a 3.25\ns1-b 0.4\ns2-c 12.0\n")
     with pytest.raises(DataError, match=r"no entry for 1 of 4 utterances, e\.g\. \['s2-d'\]"):
-        corpora.prepare_csv(
-            listing, dest, ImportOptions(check_audio=False, durations=corpora.read_durations(table))
+        prepare_csv(
+            listing, dest, ImportOptions(check_audio=False, durations=read_durations(table))
         )
     table.write_text("s1-a 3.25\ns1-b -1\n")
     with pytest.raises(DataError, match=r"durations:2: utterance 's1-b': bad duration '-1'"):
-        corpora.read_durations(table)
+        read_durations(table)
     assert prepare_data.main(["csv", str(listing), str(dest), "--utt2dur", str(table)]) == 1
 
 
@@ -399,7 +388,7 @@ def test_no_audio_check_without_durations(tmp_path: Path, caplog) -> None:
     listing.write_text("path,speaker\n/nowhere/a.wav,s1\n/nowhere/b.wav,s2\n")
     dest = tmp_path / "data"
     with caplog.at_level(logging.INFO):
-        report = corpora.prepare_csv(listing, dest, ImportOptions(check_audio=False))
+        report = prepare_csv(listing, dest, ImportOptions(check_audio=False))
     assert report.utterances == 2 and report.excluded == []
     assert "no utt2dur written and no min-duration rule applied" in caplog.text
     assert sorted(p.name for p in dest.iterdir()) == [
@@ -410,15 +399,15 @@ def test_no_audio_check_without_durations(tmp_path: Path, caplog) -> None:
     ]
     validate_data_dir(dest, check_wav_exists=False)
     with pytest.raises(DataError, match="cutting into chunks needs durations"):
-        corpora.import_recordings(
-            corpora.list_csv(listing), dest, ImportOptions(check_audio=False), chunk_seconds=6
+        import_recordings(
+            list_csv(listing), dest, ImportOptions(check_audio=False), chunk_seconds=6
         )
 
 
 def test_no_audio_check_chunks_from_durations(tmp_path: Path) -> None:
-    items = [corpora.Recording("noise-1", "noise-1", "/nowhere/noise-1.wav")]
+    items = [Recording("noise-1", "noise-1", "/nowhere/noise-1.wav")]
     options = ImportOptions(check_audio=False, durations={"noise-1": 13.0})
-    corpora.import_recordings(items, tmp_path / "d", options, chunk_seconds=6)
+    import_recordings(items, tmp_path / "d", options, chunk_seconds=6)
     segments = read_segments(tmp_path / "d" / "segments")
     assert [(s.start, s.end) for s in segments.values()] == [(0.0, 6.0), (6.0, 12.0), (12.0, 13.0)]
 
@@ -435,47 +424,9 @@ def sine_file(path: Path, rate: int, freq: float, seconds: float, channels: int 
     sf.write(path, data.astype(np.float32), rate, subtype="FLOAT")
 
 
-@pytest.mark.parametrize("rate,freq", [(8000, 300.0), (22050, 1000.0), (44100, 440.0)])
-def test_readers_resample_to_16k(tmp_path: Path, rate: int, freq: float) -> None:
-    """A file imported with --allow-resample reads as 16 kHz: the crop is the band-limited
-    sine sampled at 16 kHz (checked against the formula), and equals the same span of the
-    whole file read and resampled."""
-    from sslsv.data.dataset import read_audio, read_crop
-
-    path = tmp_path / "x.wav"
-    sine_file(path, rate, freq, 3.1, channels=2)
-    whole = read_audio(str(path))
-    assert whole.dtype == np.float32 and len(whole) == round(3.1 * rate) * RATE // rate
-    inner = np.arange(400, len(whole) - 400)  # away from the file's edges
-    expected = 0.5 * np.sin(2 * np.pi * freq * inner / RATE)
-    np.testing.assert_allclose(whole[inner], expected, atol=2e-3)
-    for start in (0, 1, 7, 12345, len(whole) - 32000 - 1, len(whole) - 32000, len(whole)):
-        crop = read_crop(str(path), start, 32000)
-        first = min(start, len(whole) - 32000)  # a start too late reads the last 2 s
-        assert crop.shape == (32000,) and crop.dtype == np.float32
-        np.testing.assert_allclose(crop, whole[first : first + 32000], atol=1e-5)
-    # A file shorter than the crop loops, as at 16 kHz.
-    sine_file(path, rate, freq, 0.5)
-    short = read_audio(str(path))
-    np.testing.assert_array_equal(read_crop(str(path), 0, 20000), np.resize(short, 20000))
-
-
-def test_readers_unchanged_at_16k(tmp_path: Path) -> None:
-    from sslsv.data.dataset import read_audio, read_crop
-
-    path = tmp_path / "x.wav"
-    sine_file(path, RATE, 440.0, 1.0, channels=2)
-    raw = sf.read(str(path), dtype="float32")[0][:, 0]
-    np.testing.assert_array_equal(read_audio(str(path)), raw)
-    np.testing.assert_array_equal(read_crop(str(path), 100, 4000), raw[100:4100])
-    np.testing.assert_array_equal(read_crop(str(path), 15000, 4000), raw[-4000:])
-    np.testing.assert_array_equal(read_crop(str(path), 0, 40000), np.resize(raw, 40000))
-
-
 def test_resampled_data_dir_trains_and_extracts_at_16k(tmp_path: Path) -> None:
     """Import with --allow-resample, then the training dataset and the extraction reader
     see 16 kHz audio of the recorded durations."""
-    from sslsv.data.dataset import CropPairDataset, read_audio
 
     sine_file(tmp_path / "c" / "s1" / "a.wav", 8000, 300.0, 1.5)
     sine_file(tmp_path / "c" / "s2" / "b.wav", 44100, 440.0, 2.5)
@@ -486,8 +437,8 @@ def test_resampled_data_dir_trains_and_extracts_at_16k(tmp_path: Path) -> None:
     assert read_dict(dest / "utt2sr") == {"s1-a": "8000", "s2-b": "44100", "s2-c": "16000"}
     durations = {u: float(v) for u, v in read_dict(dest / "utt2dur").items()}
     for utt, path in read_wav_scp(dest / "wav.scp").items():
-        assert len(read_audio(path, utt)) == int(durations[utt] * RATE)
-    dataset = CropPairDataset(dest, crop_samples=16000, seed=0)
+        assert len(read_audio(path, sample_rate=RATE, utt=utt)) == int(durations[utt] * RATE)
+    dataset = CropPairDataset(dest, crop_samples=16000, seed=0, sample_rate=RATE)
     for index in range(len(dataset)):
         pair = dataset[(0, index)]
         assert pair.shape == (2, 16000) and bool(pair.abs().max() > 0.05)
@@ -545,18 +496,16 @@ def test_voxceleb1_list_errors(tmp_path: Path) -> None:
     root = tmp_path / "vox1"
     rels = make_voxceleb1(root)
     with pytest.raises(DataError, match=r"trials_O needs the official list veri_test2.txt"):
-        corpora.prepare_voxceleb1(root, tmp_path / "data", options=ONE_JOB)
+        prepare_voxceleb1(root, tmp_path / "data", options=ONE_JOB)
     listing = tmp_path / "lists" / "v.txt"
     listing.parent.mkdir()
     listing.write_text(f"1 {rels[0]} {rels[1]}\n0 {rels[0]} id19999/vid/00001.wav\n")
     with pytest.raises(DataError, match=r"v.txt:2: utterance 'id19999-vid-00001'"):
-        corpora.prepare_voxceleb1(
-            root, tmp_path / "data", trial_list_files={"O": listing}, options=ONE_JOB
-        )
+        prepare_voxceleb1(root, tmp_path / "data", trial_list_files={"O": listing}, options=ONE_JOB)
     listing.write_text(f"yes {rels[0]} {rels[1]}\n")
     with pytest.raises(DataError, match=r"v.txt:1: expected '1\|0"):
-        corpora.read_voxceleb_trial_list(listing)
-    report = corpora.prepare_voxceleb1(root, tmp_path / "data", trials=(), options=ONE_JOB)
+        read_voxceleb_trial_list(listing)
+    report = prepare_voxceleb1(root, tmp_path / "data", trials=(), options=ONE_JOB)
     assert report.utterances == 6 and not list((tmp_path / "data").glob("trials*"))
 
 
@@ -565,7 +514,7 @@ def test_voxceleb1_trials_naming_excluded_audio_are_dropped_and_listed(tmp_path:
     rels = make_voxceleb1(root)
     tone(root / "wav" / rels[1], seconds=0.2)
     (root / "veri_test2.txt").write_text(f"1 {rels[0]} {rels[1]}\n0 {rels[0]} {rels[4]}\n")
-    corpora.prepare_voxceleb1(root, tmp_path / "data", options=ONE_JOB)
+    prepare_voxceleb1(root, tmp_path / "data", options=ONE_JOB)
     d = tmp_path / "data"
     assert read_trials(d / "trials_O") == [
         ("id10270-x6uYqmx31kE-00001", "id10271--1k_abc-00001", False)
@@ -582,9 +531,9 @@ def test_voxceleb2_missing_ffmpeg_is_a_clear_error(tmp_path: Path, monkeypatch) 
     m4a = tmp_path / "vox2" / "dev" / "aac" / "id00012" / "21Uxsk56VDQ" / "00001.m4a"
     m4a.parent.mkdir(parents=True)
     m4a.write_bytes(b"not decoded in this test")
-    monkeypatch.setattr(corpora.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sslsv.corpora.transcode.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="ffmpeg not found on PATH"):
-        corpora.prepare_voxceleb2(tmp_path / "vox2", tmp_path / "data", tmp_path / "cache")
+        prepare_voxceleb2(tmp_path / "vox2", tmp_path / "data", tmp_path / "cache")
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed: m4a not tested")
@@ -606,7 +555,7 @@ def test_voxceleb2_decodes_once(tmp_path: Path) -> None:
     cache = tmp_path / "wav cache"
     dest = tmp_path / "data"
     options = ImportOptions(nj=2, max_bad_fraction=0.5)
-    report = corpora.prepare_voxceleb2(tmp_path / "vox 2", dest, cache, options)
+    report = prepare_voxceleb2(tmp_path / "vox 2", dest, cache, options)
     assert report.utterances == 3 and report.bad == 1
     wavs = read_wav_scp(dest / "wav.scp")
     for spk, video, n in sources:
@@ -619,7 +568,7 @@ def test_voxceleb2_decodes_once(tmp_path: Path) -> None:
     assert "ffmpeg failed" in (dest / "excluded.txt").read_text()
     assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
     stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("*.wav")}
-    corpora.prepare_voxceleb2(tmp_path / "vox 2", dest, cache, options)
+    prepare_voxceleb2(tmp_path / "vox 2", dest, cache, options)
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.wav")} == stamps  # not redone
     validate_data_dir(dest)
 
@@ -657,10 +606,10 @@ def test_musan_virtual_chunks(tmp_path: Path) -> None:
     assert len(read_segments(tmp_path / "musan_music" / "segments")) == 3
     # Chunks read back as the matching slices of the file.
     source = read_audio_sources(noise)["noise-free-sound-0000-0001"]
-    chunk, rate = read_source_audio(source)
+    chunk = read_audio(source, sample_rate=RATE)
     whole, _ = sf.read(str(root / "noise" / "free-sound" / "noise-free-sound-0000.wav"))
     np.testing.assert_allclose(chunk, whole[RATE:], atol=1e-4)
-    corpora.prepare_musan(root, tmp_path / "whole", chunk_seconds=0, categories=["music"])
+    prepare_musan(root, tmp_path / "whole", chunk_seconds=0, categories=["music"])
     assert not (tmp_path / "whole_music" / "segments").exists()
     assert read_dict(tmp_path / "whole_music" / "utt2spk") == {"music-fma-0003": "music-fma-0003"}
 
@@ -676,7 +625,7 @@ def test_rirs(tmp_path: Path) -> None:
     real = root / "real_rirs_isotropic_noises" / "RWCP_type1_rir_circle_ane_imp050.wav"
     tone(real, seconds=0.3, channels=2)
     tone(root / "real_rirs_isotropic_noises" / "RWCP_type1_noise_ane.wav", seconds=0.3)
-    corpora.prepare_rirs(tmp_path, tmp_path / "rirs")  # the folder above RIRS_NOISES works too
+    prepare_rirs(tmp_path, tmp_path / "rirs")  # the folder above RIRS_NOISES works too
     check_data_dir(tmp_path / "rirs", expected)
     assert prepare_data.main(["rirs", str(root), str(tmp_path / "all"), "--real", "--nj", "1"]) == 0
     expected["real-RWCP_type1_rir_circle_ane_imp050"] = (

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sslsv.config import ExtractConfig, load_config
+from sslsv.config.load import load_config
+from sslsv.config.schema import ExtractConfig
 from sslsv.extraction import embed_data_dir
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.trainer import Trainer

@@ -10,23 +10,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sslsv.audio import AudioSource, read_audio
 from sslsv.bin import datadir as datadir_cli
-from sslsv.data.datadir import (
-    AudioSource,
-    combine_data_dirs,
-    compute_utt2dur,
-    fix_data_dir,
+from sslsv.datadir.fix import fix_data_dir
+from sslsv.datadir.io import (
     read_audio_sources,
     read_segments,
-    read_source_audio,
     read_trials,
     read_wav_scp,
-    split_data_dir,
-    subset_data_dir,
-    validate_data_dir,
     write_trials,
 )
-from sslsv.fileio import DataError, read_dict
+from sslsv.datadir.tools import combine_data_dirs, compute_utt2dur, split_data_dir, subset_data_dir
+from sslsv.datadir.validate import validate_data_dir
+from sslsv.errors import DataError
+from sslsv.fileio import read_dict
 
 RATE = 16000
 
@@ -386,9 +383,8 @@ def test_read_audio_sources_and_segments(tmp_path: Path) -> None:
     assert segments["rec-0"] == ("rec", 0.0, 0.5) and segments["rec-1"].end is None
     sources = read_audio_sources(d)
     assert sources["rec-0"] == AudioSource(str(tmp_path / "rec one.wav"), 0.0, 0.5)
-    first, rate = read_source_audio(sources["rec-0"])
-    rest, _ = read_source_audio(sources["rec-1"])
-    assert rate == RATE
+    first = read_audio(sources["rec-0"], sample_rate=RATE)
+    rest = read_audio(sources["rec-1"], sample_rate=RATE)
     np.testing.assert_array_equal(first, audio[: RATE // 2, 0])
     np.testing.assert_array_equal(rest, audio[RATE // 2 :, 0])
     write_lines(d / "segments", ["rec-0 nowhere 0 0.5"])

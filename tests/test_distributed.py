@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sslsv.config import load_config
+from sslsv.config.load import load_config
 from sslsv.methods import build_method
 from sslsv.models import ENCODERS, register_encoder
 from sslsv.models.embedding import EmbeddingModel

@@ -11,11 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from sslsv.config import ExtractConfig, config_to_dict, load_config
-from sslsv.data.datadir import write_spk2utt
+from sslsv.config.load import config_to_dict, load_config
+from sslsv.config.schema import ExtractConfig
+from sslsv.datadir.io import write_spk2utt
 from sslsv.extraction import crop_starts, embed_data_dir, take_crops
 from sslsv.fileio import write_table
-from sslsv.models.embedding import EmbeddingModel, load_model, model_payload
+from sslsv.models.embedding import EmbeddingModel
+from sslsv.train.checkpoint import load_model, model_payload
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -173,7 +175,6 @@ def test_cli_crop_flags_and_stamp(model, data_dir, tmp_path):
         ],
     )
     payload = model_payload(config_to_dict(cfg), model.state_dict())
-    payload["config"]["extract"] = {"batch_size": 64, "max_seconds": 0.0}  # an older checkpoint
     torch.save(payload, ckpt)
     assert load_model(ckpt)[1].extract.crop_seconds == 0.0
     out = tmp_path / "emb"
@@ -204,3 +205,19 @@ def test_cli_crop_flags_and_stamp(model, data_dir, tmp_path):
     full = embeddings()
     utt = next(iter(full))
     assert not np.allclose(full[utt], cropped[utt])
+    # The extract: section of --config instead of the checkpoint's; flags override it.
+    config = tmp_path / "c.yaml"
+    config.write_text(f"extract: {{crop_seconds: {CROP_SECONDS}, num_crops: 3}}\n")
+    result = extract("--config", str(config))
+    assert result.returncode == 0, result.stderr
+    from_config = embeddings()
+    for u in cropped:  # the same protocol (another batch size: equal up to rounding)
+        np.testing.assert_allclose(from_config[u], cropped[u], rtol=1e-5, atol=1e-6)
+    assert "mean of 3 crops of 0.5 s" in (out / "log" / "extract.1.log").read_text()
+    result = extract("--config", str(config), "--num-crops", "2")
+    assert result.returncode == 0, result.stderr
+    assert not np.allclose(embeddings()[utt], cropped[utt])
+    config.write_text("extract: {crop_seconds: -1}\n")
+    result = extract("--config", str(config))
+    assert result.returncode == 1
+    assert "'extract.crop_seconds' is -1.0; it must be >= 0" in result.stderr

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from sslsv.config import FeaturesConfig
+from sslsv.config.schema import FeaturesConfig
 from sslsv.features import LogMelFbank, mean_var_norm
 
 

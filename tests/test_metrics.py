@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sslsv.bin import compute_metrics as cli
-from sslsv.data.datadir import write_trials
-from sslsv.fileio import DataError
+from sslsv.datadir.io import write_trials
+from sslsv.errors import DataError
 from sslsv.metrics import (
     compute_act_dcf,
     compute_cllr,
@@ -18,8 +18,8 @@ from sslsv.metrics import (
     compute_metrics,
     compute_min_dcf,
     det_curve,
-    scores_for_trials,
 )
+from sslsv.scores import scores_for_trials
 
 # ---------------------------------------------------------------------------------------
 # Brute-force references: every distinct score (and +inf) as a threshold, plain loops.
@@ -236,8 +236,9 @@ def test_cli_text_json_and_output_file(tmp_path, capsys):
     scores, labels, (trials_path, scores_path) = _random_files(tmp_path)
     out_file = tmp_path / "result.txt"
     args = ["--trials", str(trials_path), "--scores", str(scores_path)]
-    text = cli.main(args + ["--p-target", "0.01", "0.05", "--output", str(out_file)])
-    assert capsys.readouterr().out == text == out_file.read_text()
+    assert cli.main(args + ["--p-target", "0.01", "0.05", "--output", str(out_file)]) == 0
+    text = capsys.readouterr().out
+    assert text == out_file.read_text()
     values = dict(line.split(": ") for line in text.splitlines())
     assert list(values) == [
         "EER",
@@ -258,36 +259,42 @@ def test_cli_text_json_and_output_file(tmp_path, capsys):
     assert int(values["#target"]) == labels.sum()
     assert int(values["#nontarget"]) == (~labels).sum()
 
-    result = json.loads(cli.main(args + ["--json"]))
+    assert cli.main(args + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result["eer_percent"] == pytest.approx(100 * brute_eer(scores, labels)[0])
     assert set(result["min_dcf"]) == {"0.01"}
     assert result["n_target"] + result["n_nontarget"] == len(scores)
+    # The priors can come from the config's scoring.p_target instead.
+    config = tmp_path / "c.yaml"
+    config.write_text("scoring: {p_target: [0.05, 0.01]}\n")
+    assert cli.main(args + ["--config", str(config)]) == 0
+    assert "minDCF(p=0.05)" in capsys.readouterr().out
 
 
 def test_cli_plots(tmp_path):
     _, _, (trials_path, scores_path) = _random_files(tmp_path)
     plots = tmp_path / "plots"
-    cli.main(["--trials", str(trials_path), "--scores", str(scores_path), "--plot-dir", str(plots)])
+    args = ["--trials", str(trials_path), "--scores", str(scores_path), "--plot-dir", str(plots)]
+    assert cli.main(args) == 0
     for name in ("det.png", "score_hist.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in plots.iterdir()) == ["det.png", "score_hist.png"]
 
 
-def test_cli_errors(tmp_path):
+def test_cli_errors(tmp_path, capsys):
     trials_path, scores_path = _write(tmp_path, TRIALS, ["a b 1.0"])
-    with pytest.raises(DataError, match="have no score"):
-        cli.main(["--trials", str(trials_path), "--scores", str(scores_path)])
+    assert cli.main(["--trials", str(trials_path), "--scores", str(scores_path)]) == 1
+    assert "have no score" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["--trials", "t", "--scores", "s", "--p-target", "2"])
 
 
-def test_cli_json_reject_all_threshold_is_null(tmp_path):
+def test_cli_json_reject_all_threshold_is_null(tmp_path, capsys):
     # Scores inverted: at p=0.01 rejecting every trial is optimal (threshold +inf).
     trials = [("a", "b", False), ("a", "c", False), ("b", "c", True), ("c", "d", True)]
     lines = ["a b 3", "a c 2", "b c 1", "c d 0"]
     trials_path, scores_path = _write(tmp_path, trials, lines)
-    result = json.loads(
-        cli.main(["--trials", str(trials_path), "--scores", str(scores_path), "--json"])
-    )
+    assert cli.main(["--trials", str(trials_path), "--scores", str(scores_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result["min_dcf"] == {"0.01": 1.0}
     assert result["min_dcf_threshold"] == {"0.01": None}

@@ -77,8 +77,6 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     record = tmp_path / "slurm calls.jsonl"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM_RECORD", str(record))
-    monkeypatch.setenv("SSLSV_SLURM_OPTS", "--partition=cpu --time=2:00:00")
-    monkeypatch.setenv("SSLSV_SLURM_OPTS_DEMO", "--mem=1G --partition=big")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     return record
 
@@ -90,7 +88,7 @@ def calls(record: Path) -> list[list[str]]:
 def test_local_reports_failing_job_with_number_and_log_tail(tmp_path):
     log_dir = tmp_path / "log dir"
     with pytest.raises(JobsFailed) as err:
-        run_jobs(job_command, 3, log_dir, "demo", launcher="local")
+        run_jobs(job_command, 3, log_dir, "demo", cmd="local")
     message = str(err.value)
     assert "1 of 3 demo jobs failed" in message
     assert f"job 2 failed (exit 3); {log_dir / 'demo.2.log'}" in message
@@ -100,16 +98,20 @@ def test_local_reports_failing_job_with_number_and_log_tail(tmp_path):
 
 
 def test_local_runs_only_the_given_jobs(tmp_path):
-    run_jobs(job_command, 5, tmp_path, "demo", jobs=[1, 3], launcher="local")
+    run_jobs(job_command, 5, tmp_path, "demo", jobs=[1, 3], cmd="local")
     assert sorted(p.name for p in tmp_path.glob("demo.*.log")) == ["demo.1.log", "demo.3.log"]
 
 
+#: A stage's --cmd as cmd.sh sets it: the launcher, then its options (the last one wins).
+SLURM = "slurm --partition=cpu --time=2:00:00 --mem=1G --partition=big"
+SRUN = "srun --partition=cpu --time=2:00:00 --mem=1G --partition=big"
+
+
 def test_slurm_array_runs_jobs_and_reports_failures(tmp_path, fake_slurm, monkeypatch):
-    monkeypatch.setenv("SSLSV_LAUNCHER", "slurm")
     monkeypatch.chdir(tmp_path)
     log_dir = tmp_path / "exp dir" / "log"
     with pytest.raises(JobsFailed) as err:
-        run_jobs(job_command, 5, log_dir, "demo", jobs=[1, 2, 3, 4])
+        run_jobs(job_command, 5, log_dir, "demo", jobs=[1, 2, 3, 4], cmd=SLURM)
     message = str(err.value)
     assert "2 of 4 demo jobs failed" in message
     assert f"job 2 failed (exit 3); {log_dir / 'demo.2.log'} ends with:" in message
@@ -122,7 +124,7 @@ def test_slurm_array_runs_jobs_and_reports_failures(tmp_path, fake_slurm, monkey
     assert "--array=1,2,3,4" in sbatch
     assert f"--output={log_dir}/demo.%a.log" in sbatch
     assert f"--chdir={tmp_path}" in sbatch
-    # Common options, then the stage's own, so that the stage's win; the script last.
+    # The options in the order given (Slurm takes the last of a repeated one); the script last.
     assert sbatch[-5:-1] == ["--partition=cpu", "--time=2:00:00", "--mem=1G", "--partition=big"]
     assert Path(sbatch[-1]) == log_dir / "demo.sbatch.sh"
     for job in (1, 3):
@@ -134,23 +136,23 @@ def test_slurm_array_runs_jobs_and_reports_failures(tmp_path, fake_slurm, monkey
 
 def test_slurm_rerun_forgets_old_exit_codes(tmp_path, fake_slurm):
     log_dir = tmp_path / "log"
-    run_jobs(job_command, 3, log_dir, "demo", jobs=[1, 3], launcher="slurm")
+    run_jobs(job_command, 3, log_dir, "demo", jobs=[1, 3], cmd=SLURM)
     with pytest.raises(JobsFailed, match="job 2 failed"):
-        run_jobs(job_command, 3, log_dir, "demo", jobs=[2], launcher="slurm")
+        run_jobs(job_command, 3, log_dir, "demo", jobs=[2], cmd=SLURM)
     assert [c[2] for c in calls(fake_slurm)] == ["--array=1,3", "--array=2"]
 
 
 def test_slurm_refused_submission_shows_sbatch_message(tmp_path, fake_slurm, monkeypatch):
     monkeypatch.setenv("FAKE_SBATCH_REFUSE", "1")
     with pytest.raises(JobsFailed) as err:
-        run_jobs(job_command, 2, tmp_path, "demo", launcher="slurm")
+        run_jobs(job_command, 2, tmp_path, "demo", cmd=SLURM)
     assert "sbatch exited with 1, no job ran" in str(err.value)
     assert "invalid partition specified" in str(err.value)
 
 
 def test_srun_runs_one_step_per_job(tmp_path, fake_slurm):
     with pytest.raises(JobsFailed) as err:
-        run_jobs(job_command, 3, tmp_path, "demo", launcher="srun")
+        run_jobs(job_command, 3, tmp_path, "demo", cmd=SRUN)
     assert "1 of 3 demo jobs failed" in str(err.value)
     assert "job 2 failed (exit 3)" in str(err.value) and "boom in job 2" in str(err.value)
     recorded = calls(fake_slurm)
@@ -163,20 +165,19 @@ def test_srun_runs_one_step_per_job(tmp_path, fake_slurm):
         assert out == {"argv": [str(job), *ODD], "threads": "3"}
 
 
-def test_bad_launcher_settings_are_errors_the_stages_report(tmp_path, monkeypatch):
-    monkeypatch.setenv("SSLSV_LAUNCHER", "pbs")
-    with pytest.raises(JobsFailed, match="SSLSV_LAUNCHER='pbs'"):
-        run_jobs(job_command, 1, tmp_path, "demo")
-    monkeypatch.setenv("SSLSV_LAUNCHER", "slurm")
-    monkeypatch.setenv("SSLSV_SLURM_OPTS", "--partition='cpu")
-    with pytest.raises(JobsFailed, match="SSLSV_SLURM_OPTS: cannot split"):
-        run_jobs(job_command, 1, tmp_path, "demo")
+def test_bad_launcher_settings_are_errors_the_stages_report(tmp_path):
+    with pytest.raises(JobsFailed, match="--cmd 'pbs -q x': must start with one of local, slurm"):
+        run_jobs(job_command, 1, tmp_path, "demo", cmd="pbs -q x")
+    with pytest.raises(JobsFailed, match="cannot split into words"):
+        run_jobs(job_command, 1, tmp_path, "demo", cmd="slurm --partition='cpu")
+    with pytest.raises(JobsFailed, match="the local launcher takes no options"):
+        run_jobs(job_command, 1, tmp_path, "demo", cmd="local --mem=1G")
     assert not list(tmp_path.glob("demo.*")), "nothing may run with bad settings"
 
 
 def test_missing_srun_or_sbatch_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(JobsFailed, match="job 1 could not start"):
-        run_jobs(job_command, 2, tmp_path, "demo", launcher="srun")
+        run_jobs(job_command, 2, tmp_path, "demo", cmd=SRUN)
     with pytest.raises(JobsFailed, match="sbatch not found"):
-        run_jobs(job_command, 2, tmp_path, "demo", launcher="slurm")
+        run_jobs(job_command, 2, tmp_path, "demo", cmd=SLURM)

@@ -23,10 +23,14 @@ TINY_ARGS = ["--num-speakers", "12", "--utts-per-speaker", "5", "--num-test-spea
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory) -> Path:
+    return make_recipe(tmp_path_factory.mktemp("mini recipe"))  # a space in the path
+
+
+def make_recipe(work: Path) -> Path:
     """A recipe directory of links to egs/mini, like a user's copy for a new experiment."""
-    work = tmp_path_factory.mktemp("mini recipe")  # a space in the path, on purpose
     mini = REPO / "egs" / "mini"
-    for name in ("run.sh", "path.sh", "cmd.sh", "utils", "local"):
+    work.mkdir(exist_ok=True)
+    for name in ("run.sh", "path.sh", "cmd.sh", "utils", "steps", "local"):
         os.symlink(mini / name, work / name)
     (work / "conf").mkdir()
     for conf in (mini / "conf").glob("*.yaml"):
@@ -105,11 +109,21 @@ def test_unknown_option_and_bad_stage(recipe):
     assert result.returncode != 0 and "stages are 0 to 5" in result.stderr
 
 
-def test_unknown_config_key_is_named(recipe, tmp_path):
+@pytest.mark.parametrize(
+    "section,named",
+    [
+        ("train: {epohcs: 3}", "train.epohcs"),
+        ("scoring: {backend: pdla}", "'scoring.backend' is 'pdla'; allowed: cosine, plda"),
+        ("method: {name: byol}", "'method.name' is 'byol'; allowed: moco, simclr"),
+    ],
+)
+def test_bad_config_fails_before_any_stage(tmp_path, section, named):
+    recipe = make_recipe(tmp_path / "recipe")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("experiment: bad\ntrain: {epohcs: 3}\n")
-    result = run(recipe, "--config", str(bad), "--stage", "2", "--stop-stage", "2")
-    assert result.returncode != 0 and "train.epohcs" in result.stderr
+    bad.write_text(f"experiment: bad\n{section}\n")
+    result = run(recipe, "--config", str(bad), "--stage", "0", "--stop-stage", "5")
+    assert result.returncode == 1 and named in result.stderr
+    assert not (recipe / "corpus").exists() and not (recipe / "data").exists()
 
 
 def test_missing_audio_is_named_and_nothing_is_lost(finished, tmp_path):
@@ -140,7 +154,7 @@ def test_trial_without_embedding_is_named(finished, tmp_path):
     trials.write_text(f"{first[0]} ghost-utt nontarget\n")
     emb = exp / "embeddings_final" / "test" / "embeddings.scp"
     result = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "python"), "-m", "sslsv.bin.score", "--backend", "cosine",
+        [str(REPO / ".venv" / "bin" / "python"), "-m", "sslsv.bin.score", "--no-subtract-mean",
          "--trials", str(trials),
          "--enroll", str(emb), "--test", str(emb), "--output", str(tmp_path / "s")],
         capture_output=True, text=True, cwd=REPO,
@@ -171,5 +185,5 @@ def test_changed_extract_section_reruns_stage_3_with_crops(finished):
     log = (emb.parent / "log" / "extract.1.log").read_text()
     assert "3 crops of 1 s" in log
     results = (finished / "exp" / "tiny" / "RESULTS").read_text()
-    assert "# embeddings: mean of 3 crops of 1.0 s" in results
+    assert "# embeddings: mean of 3 crops of 1 s" in results
     assert re.search(r"^final test_trials EER: [0-9.]+%", results, re.M)

@@ -19,10 +19,21 @@ import pytest
 import soundfile as sf
 from conftest import REPO
 
+import sslsv.corpora.download
+import sslsv.corpora.voxceleb
 from sslsv.bin import prepare_data
-from sslsv.data import corpora
-from sslsv.data.datadir import read_segments, read_trials, read_wav_scp, validate_data_dir
-from sslsv.fileio import DataError, read_dict
+from sslsv.corpora.download import download_file
+from sslsv.corpora.voxceleb import (
+    VOXCELEB1_META_URL,
+    VOXCELEB1_TRIAL_LISTS,
+    VOXCELEB1_TRIAL_MD5,
+    download_voxceleb1_trial_list,
+    prepare_voxceleb1,
+)
+from sslsv.datadir.io import read_segments, read_trials, read_wav_scp
+from sslsv.datadir.validate import validate_data_dir
+from sslsv.errors import DataError
+from sslsv.fileio import read_dict
 
 RATE = 16000
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None
@@ -379,13 +390,13 @@ def fake_site(monkeypatch, files: dict[str, bytes]) -> list[str]:
     def urlopen(url, timeout=None):
         fetched.append(url)
         name = url.rsplit("/", 1)[1]
-        if not url.startswith(corpora.VOXCELEB1_META_URL) or name not in files:
+        if not url.startswith(VOXCELEB1_META_URL) or name not in files:
             raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
         return FakeResponse(files[name])
 
-    monkeypatch.setattr(corpora.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(sslsv.corpora.download.urllib.request, "urlopen", urlopen)
     monkeypatch.setattr(
-        corpora,
+        sslsv.corpora.voxceleb,
         "VOXCELEB1_TRIAL_MD5",
         {name: hashlib.md5(body).hexdigest() for name, body in files.items()},
     )
@@ -393,14 +404,14 @@ def fake_site(monkeypatch, files: dict[str, bytes]) -> list[str]:
 
 
 def test_official_urls_and_checksums_are_the_published_ones() -> None:
-    assert corpora.VOXCELEB1_META_URL == "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
-    assert corpora.VOXCELEB1_TRIAL_MD5 == {
+    assert VOXCELEB1_META_URL == "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
+    assert VOXCELEB1_TRIAL_MD5 == {
         "veri_test2.txt": "b73110731c9223c1461fe49cb48dddfc",
         "list_test_all2.txt": "a53e059deb562ffcfc092bf5d90d9f3a",
         "list_test_hard2.txt": "857790e09d579a68eb2e339a090343c8",
     }
-    names = {name for _, name, _ in corpora.VOXCELEB1_TRIAL_LISTS.values()}
-    assert names == set(corpora.VOXCELEB1_TRIAL_MD5)
+    names = {name for _, name, _ in VOXCELEB1_TRIAL_LISTS.values()}
+    assert names == set(VOXCELEB1_TRIAL_MD5)
 
 
 def test_download_lists_checksummed_and_converted(tmp_path, monkeypatch, no_network) -> None:
@@ -417,7 +428,7 @@ def test_download_lists_checksummed_and_converted(tmp_path, monkeypatch, no_netw
     # Not asked to download: a clear error that says how.
     assert prepare_data.main(["voxceleb1", str(vox1), str(dest), "--trials", "O", "--nj", "1"]) == 1
     with pytest.raises(DataError, match=r"veri_test2\.txt.*--download true"):
-        corpora.prepare_voxceleb1(vox1, dest, trials=["O"])
+        prepare_voxceleb1(vox1, dest, trials=["O"])
     assert fetched == []
     assert prepare_data.main(
         ["voxceleb1", str(vox1), str(dest), "--trials", "O", "--download-dir", str(tmp_path)]
@@ -426,7 +437,7 @@ def test_download_lists_checksummed_and_converted(tmp_path, monkeypatch, no_netw
     argv = ["voxceleb1", str(vox1), str(dest), "--trials", "O,E,H", "--nj", "1", "--download"]
     assert prepare_data.main(argv) == 0
     meta = tmp_path / "data" / "local" / "voxceleb1_meta"  # the default download folder
-    assert sorted(fetched) == sorted(corpora.VOXCELEB1_META_URL + n for n in bodies)
+    assert sorted(fetched) == sorted(VOXCELEB1_META_URL + n for n in bodies)
     assert {p.name: p.read_bytes() for p in meta.iterdir()} == bodies  # no temp files left
     check_official_trials(dest, served)
     assert len(rels) == len(read_dict(dest / "utt2spk"))
@@ -442,11 +453,11 @@ def test_download_lists_checksummed_and_converted(tmp_path, monkeypatch, no_netw
 
 def test_download_wrong_checksum_writes_nothing(tmp_path, monkeypatch, no_network) -> None:
     fake_site(monkeypatch, {"veri_test2.txt": b"1 id1/v/00001.wav id1/v/00002.wav\n"})
-    monkeypatch.setitem(corpora.VOXCELEB1_TRIAL_MD5, "veri_test2.txt", "0" * 32)
+    monkeypatch.setitem(sslsv.corpora.voxceleb.VOXCELEB1_TRIAL_MD5, "veri_test2.txt", "0" * 32)
     with pytest.raises(DataError) as err:
-        corpora.download_voxceleb1_trial_list("O", tmp_path / "meta")
+        download_voxceleb1_trial_list("O", tmp_path / "meta")
     message = str(err.value)
-    assert corpora.VOXCELEB1_META_URL + "veri_test2.txt" in message
+    assert VOXCELEB1_META_URL + "veri_test2.txt" in message
     assert "does not match the published " + "0" * 32 in message
     assert not (tmp_path / "meta" / "veri_test2.txt").exists()
     assert list((tmp_path / "meta").iterdir()) == []  # no temporary file left either
@@ -455,14 +466,14 @@ def test_download_wrong_checksum_writes_nothing(tmp_path, monkeypatch, no_networ
 def test_download_offline_is_a_clear_error(tmp_path, no_network) -> None:
     # Nothing patched but the socket layer: the real urllib path meets a dead network.
     with pytest.raises(DataError) as err:
-        corpora.download_voxceleb1_trial_list("H", tmp_path / "meta")
+        download_voxceleb1_trial_list("H", tmp_path / "meta")
     message = str(err.value)
     assert "cannot download https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/" in message
     assert "list_test_hard2.txt" in message and "is this machine online?" in message
     assert str(tmp_path / "meta" / "list_test_hard2.txt") in message  # where to put it by hand
     assert not (tmp_path / "meta" / "list_test_hard2.txt").exists()
     with pytest.raises(DataError, match="refusing to download over anything but HTTPS"):
-        corpora.download_file("http://example.org/x", tmp_path / "x", "0" * 32)
+        download_file("http://example.org/x", tmp_path / "x", "0" * 32)
 
 
 def test_prepare_data_sh_download_true_offline(tmp_path: Path) -> None:
@@ -480,7 +491,7 @@ def test_prepare_data_sh_download_true_offline(tmp_path: Path) -> None:
     assert done.returncode != 0 and "--download true" in done.stderr  # not asked: not fetched
     done = subprocess.run([*base, "--download", "true"], capture_output=True, text=True, env=env)
     assert done.returncode != 0
-    assert "cannot download " + corpora.VOXCELEB1_META_URL + "list_test_hard2.txt" in done.stderr
+    assert "cannot download " + VOXCELEB1_META_URL + "list_test_hard2.txt" in done.stderr
     assert not (tmp_path / "data" / "vox1").exists()
     # Lists found next to the corpus are used as they are, even with --download true.
     done = subprocess.run(

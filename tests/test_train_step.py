@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sslsv.config import load_config
+from sslsv.config.load import load_config
 from sslsv.train.trainer import Trainer
 
 # Ops that, on CUDA tensors, copy a value to the host or size an output by the data, so the

@@ -217,3 +217,67 @@ def test_voxceleb_local_prepare_data_requires_a_corpus() -> None:
     assert result.returncode == 1 and "give at least one of --voxceleb1-root" in result.stderr
     result = run([script, "--help"])
     assert result.returncode == 0 and "--voxceleb2-root" in result.stdout
+
+
+STEPS = REPO / "steps"
+
+
+@pytest.mark.parametrize(
+    "step,options",
+    [
+        ("make_fbank.sh", ["--config", "--nj", "--cmd"]),
+        ("train_ssl.sh", ["--device", "--ngpu", "--nnodes", "--rdzv-endpoint", "--overrides"]),
+        ("extract_embeddings.sh", ["--config", "--nj", "--cmd", "--device"]),
+        ("score_trials.sh", ["--config", "--train-embeddings", "--train-data"]),
+        ("make_results.sh", ["--config", "--models"]),
+    ],
+)
+def test_steps_print_usage_and_their_options(step: str, options: list[str], tmp_path) -> None:
+    """Kaldi steps/ style: a usage message on bad arguments, --help lists every option with its
+    default, and a missing input is named before anything runs."""
+    result = run([STEPS / step])
+    assert result.returncode == 1 and result.stderr.startswith(f"Usage: {STEPS / step}")
+    assert "Reads" in result.stderr and "Writes" in result.stderr
+    result = run([STEPS / step, "--help"])
+    assert result.returncode == 0
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  --")}
+    assert set(options) <= listed
+    result = run([STEPS / step, "--no-such-option", "1"])
+    assert result.returncode == 1 and "unknown option --no-such-option" in result.stderr
+
+
+def test_steps_name_a_missing_input(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("experiment: x\n")
+    empty = tmp_path / "empty data"
+    empty.mkdir()
+    result = run([STEPS / "make_fbank.sh", "--config", config, empty, tmp_path / "feats"])
+    assert result.returncode == 1 and f"no such file {empty}/wav.scp" in result.stderr
+    result = run([STEPS / "train_ssl.sh", config, empty, tmp_path / "exp"])
+    assert result.returncode == 1 and f"no such file {empty}/wav.scp" in result.stderr
+    result = run([STEPS / "score_trials.sh", "--config", config, tmp_path, empty, tmp_path / "s"])
+    assert result.returncode == 1 and f"no such file {tmp_path}/embeddings.scp" in result.stderr
+
+
+def test_recipes_show_every_stage_as_a_call_and_link_no_other_recipe() -> None:
+    """Each run.sh calls a step (or stage-0 commands) per stage with explicit arguments; no
+    recipe reaches into another recipe's files (utils/ and steps/ are shared, by link)."""
+    for recipe in sorted((REPO / "egs").iterdir()):
+        text = (recipe / "run.sh").read_text()
+        for step in (
+            "make_fbank",
+            "train_ssl",
+            "extract_embeddings",
+            "score_trials",
+            "make_results",
+        ):
+            assert f"steps/{step}.sh" in text, (recipe.name, step)
+        assert (
+            "ssl_stages" not in text and "--get scoring" not in text and "--get extract" not in text
+        )
+        for path in recipe.rglob("*"):
+            if path.is_symlink():
+                target = (path.parent / os.readlink(path)).resolve()
+                assert target in (REPO / "utils", REPO / "steps"), f"{path} -> {target}"
+        for own in ("path.sh", "cmd.sh"):
+            assert (recipe / own).is_file() and not (recipe / own).is_symlink()

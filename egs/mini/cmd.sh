@@ -1,19 +1,12 @@
-# Where the parallel jobs of stage 1 (features, "fbank") and stage 3 (embeddings, "extract")
-# run; sourced by run.sh. Job J of a stage logs to <dir>/log/<stage>.J.log, and a failure is
-# reported by job number with the end of that log.
-#
-#   local  --nj processes on this machine (the default)
-#   slurm  one Slurm job array per stage and data set (sbatch --wait --array=...); the data,
-#          the repository and its .venv must be on a file system that the nodes share
-#   srun   one srun per job, from inside an allocation (salloc, or an sbatch script)
-#
-# A value already in the environment wins, so `SSLSV_LAUNCHER=slurm ./run.sh` works too.
-export SSLSV_LAUNCHER=${SSLSV_LAUNCHER:-local}
-
-# Slurm options for every job (sbatch/srun syntax), then per stage; a stage's options come
-# after the common ones, so they take precedence. For example:
-#   export SSLSV_LAUNCHER=slurm
-#   export SSLSV_SLURM_OPTS="--partition=cpu --time=2:00:00 --mem=4G --cpus-per-task=2"
-#   export SSLSV_SLURM_OPTS_FBANK=""
-#   export SSLSV_SLURM_OPTS_EXTRACT="--partition=gpu --gpus=1"   # with run.sh --device cuda
-export SSLSV_SLURM_OPTS=${SSLSV_SLURM_OPTS:-}
+# Where the --nj jobs of stage 1 (features) and stage 3 (embeddings) run, sourced by run.sh
+# and passed to each step as --cmd (options of run.sh too: ./run.sh --extract-cmd "...").
+#   local                  --nj processes on this machine
+#   slurm SBATCH-OPTIONS   one Slurm job array per step and data set (sbatch --wait); the
+#                          data, the repository and its .venv must be on a shared file system
+#   srun SRUN-OPTIONS      one srun per job, from inside an allocation (salloc, sbatch)
+# Job J of a step logs to <dir>/log/<fbank|extract>.J.log; a failure is reported by job
+# number with the end of that log. For example:
+#   fbank_cmd="slurm --partition=cpu --time=2:00:00 --mem=4G --cpus-per-task=2"
+#   extract_cmd="slurm --partition=gpu --gpus=1"   # with ./run.sh --device cuda
+fbank_cmd=local
+extract_cmd=local

@@ -17,7 +17,8 @@ import torch
 from sslsv.backend.plda import PLDA
 from sslsv.backend.scoring import pair_scores
 from sslsv.backend.transforms import LDA, fit_whitening, length_norm
-from sslsv.fileio import DataError, atomic_write
+from sslsv.errors import DataError
+from sslsv.fileio import atomic_write
 
 __all__ = ["Backend", "CosineBackend", "PLDABackend", "load_backend", "save_backend"]
 

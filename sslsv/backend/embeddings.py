@@ -17,7 +17,8 @@ import numpy as np
 from kaldiio.matio import read_ascii_mat, read_matrix_or_vector, read_token
 
 from sslsv.backend.transforms import class_sums
-from sslsv.fileio import DataError, read_dict
+from sslsv.errors import DataError
+from sslsv.fileio import read_dict
 
 __all__ = ["load_embeddings", "load_labelled_embeddings", "speaker_means"]
 

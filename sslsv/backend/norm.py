@@ -12,14 +12,17 @@ deviation (population, ddof=0) of the scores of e against every cohort embedding
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from sslsv.config.schema import ScoreNorm
+
 __all__ = ["NORM_METHODS", "cohort_stats", "normalize_scores", "score_norm"]
 
-NORM_METHODS = ("none", "z", "t", "s", "as")
+NORM_METHODS: tuple[str, ...] = typing.get_args(ScoreNorm)
 
 
 def cohort_stats(

@@ -1,6 +1,12 @@
-"""Compute EER, minDCF, actDCF and Cllr of a score file against a trial list.
+"""Stage 5: EER, minDCF, actDCF and Cllr of a score file against a trial list.
 
-Prints one ``name: value`` line per metric (or one JSON object with ``--json``)::
+  python -m sslsv.bin.compute_metrics --trials data/test/trials --scores S [--config C]
+      [--p-target P ...] [--plot-dir DIR] [--output FILE] [--json]
+
+Reads the trial list and the score file (matched by (enroll, test) pair, in any order) and
+the target priors of DCF (scoring.p_target of --config, or --p-target). Prints one
+``name: value`` line per metric (or one JSON object with ``--json``), also written to
+--output; --plot-dir gets det.png and score_hist.png::
 
     EER: 4.2290%
     minDCF(p=0.01): 0.4213
@@ -22,33 +28,35 @@ from pathlib import Path
 
 import numpy as np
 
-from sslsv.fileio import DataError, atomic_write
-from sslsv.metrics import (
-    compute_metrics,
-    det_curve,
-    plot_det,
-    plot_score_histograms,
-    scores_for_trials,
-)
+from sslsv import cli
+from sslsv.config.load import load_config
+from sslsv.config.schema import ScoringConfig
+from sslsv.errors import DataError
+from sslsv.fileio import atomic_write
+from sslsv.metrics import compute_metrics, det_curve
+from sslsv.plots import plot_det, plot_score_histograms
+from sslsv.scores import scores_for_trials
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m sslsv.bin.compute_metrics", description=__doc__.split("\n")[0]
-    )
+def _prior(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, "python -m sslsv.bin.compute_metrics")
     p.add_argument("--trials", required=True, help="Kaldi trial list")
     p.add_argument("--scores", required=True, help="'enroll test score' lines")
+    p.add_argument("--config", help="experiment config (its scoring.p_target)")
     p.add_argument(
-        "--p-target", type=float, nargs="+", default=[0.01], help="target priors for DCF"
+        "--p-target", type=_prior, nargs="+", help="target priors for DCF (scoring.p_target)"
     )
     p.add_argument("--plot-dir", help="write det.png and score_hist.png here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--output", help="also write the printed result to this file")
-    args = p.parse_args(argv)
-    for prior in args.p_target:
-        if not 0 < prior < 1:
-            p.error(f"--p-target {prior} is not in (0, 1)")
-    return args
+    return p
 
 
 def format_text(result: dict) -> str:
@@ -101,12 +109,13 @@ def write_plots(scores: np.ndarray, labels: np.ndarray, result: dict, plot_dir: 
     plot_score_histograms(scores, labels, plot_dir / "score_hist.png")
 
 
-def main(argv: Sequence[str] | None = None) -> str:
-    """Run the CLI; returns the printed text."""
-    args = parse_args(argv)
+def evaluate(args: argparse.Namespace) -> None:
+    p_target = args.p_target
+    if p_target is None:
+        p_target = (load_config(args.config).scoring if args.config else ScoringConfig()).p_target
     scores, labels = scores_for_trials(args.trials, args.scores)
     try:
-        result = compute_metrics(scores, labels, tuple(dict.fromkeys(args.p_target)))
+        result = compute_metrics(scores, labels, tuple(dict.fromkeys(p_target)))
     except ValueError as e:
         raise DataError(f"{args.trials}: {e}") from None
     text = format_json(result) if args.json else format_text(result)
@@ -116,11 +125,11 @@ def main(argv: Sequence[str] | None = None) -> str:
             f.write(text)
     if args.plot_dir:
         write_plots(scores, labels, result, Path(args.plot_dir))
-    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(evaluate, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(main())

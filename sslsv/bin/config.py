@@ -1,7 +1,10 @@
-"""Print values of an experiment config (defaults filled in), for recipes' shell glue.
+"""Check an experiment config and print it, or some of its values (defaults filled in).
 
-  python -m sslsv.bin.config --config conf/x.yaml --get experiment scoring.backend
-prints one value per line; with no --get, the whole resolved config as YAML.
+  python -m sslsv.bin.config --config conf/x.yaml [--get experiment train.epochs]
+
+Reads the config (and its base: files) and checks all of it, as every stage does when it
+loads it: a recipe calls this first, so a bad key fails before stage 0. Prints one value per
+--get key, one per line; with no --get, the whole resolved config as YAML.
 """
 
 from __future__ import annotations
@@ -11,31 +14,33 @@ import sys
 
 import yaml
 
-from sslsv.config import ConfigError, config_to_dict, load_config
+from sslsv import cli
+from sslsv.config.load import config_to_dict, load_config
+from sslsv.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, "python -m sslsv.bin.config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--get", nargs="*", default=[], metavar="KEY")
+    return p
+
+
+def show(args: argparse.Namespace) -> None:
+    cfg = config_to_dict(load_config(args.config))
+    if not args.get:
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+    for key in args.get:
+        node = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{args.config}: no config key {key!r}")
+            node = node[part]
+        print(" ".join(map(str, node)) if isinstance(node, list) else node)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--get", nargs="*", default=[], metavar="KEY")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_to_dict(load_config(args.config))
-        if not args.get:
-            print(yaml.safe_dump(cfg, sort_keys=False), end="")
-        for key in args.get:
-            node = cfg
-            for part in key.split("."):
-                if not isinstance(node, dict) or part not in node:
-                    raise ConfigError(f"{args.config}: no config key {key!r}")
-                node = node[part]
-            print(" ".join(map(str, node)) if isinstance(node, list) else node)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.run(show, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Build offline augmentation sets (simulated RIRs, noise, babble, music) as Kaldi data dirs.
+"""Stage 0: offline augmentation sets (simulated RIRs, noise, babble, music) as data dirs.
+
+Reads the noise and music files given (searched recursively in --noise-dir/--music-dir)
+and, for babble, the utterances of --babble-from. Writes OUT/rirs, OUT/noise and, when given
+sources, OUT/speech and OUT/music, each a data dir with a .done marker of its settings. A
+set already built with the same settings is skipped; with other settings, refused.
 
 Usage:
   python -m sslsv.bin.make_aug_sets --out exp/aug --seed 0 \\
       [--num-rirs 200] [--noise-dir ../shared/data/noise/speech_commands_background] \\
       [--noise-files F ...] [--babble-from data/train] [--music-dir D]
-
-Writes OUT/rirs, OUT/noise and, when given sources, OUT/speech and OUT/music. A set already
-built with the same settings is skipped.
 """
 
 from __future__ import annotations
@@ -17,19 +19,18 @@ import os
 import sys
 import time
 
-from sslsv.data.simulate import AUDIO_EXTENSIONS, build_aug_sets, find_audio_files
-from sslsv.fileio import DataError
+from sslsv import cli
+from sslsv.audio import AUDIO_EXTENSIONS, find_audio_files
+from sslsv.errors import DataError
+from sslsv.simulation.aug_sets import build_aug_sets
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m sslsv.bin.make_aug_sets",
-        description="Build augmentation sets (RIRs, noise, babble, music) as Kaldi data dirs.",
-    )
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, "python -m sslsv.bin.make_aug_sets")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--num-rirs", type=int, default=200)
+    p.add_argument("--num-rirs", type=cli.at_least(int, 1), default=200)
     p.add_argument(
         "--rir-method",
         choices=["auto", "pyroomacoustics", "exp-decay"],
@@ -56,38 +57,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=min(2, os.cpu_count() or 1),
         help="processes for RIR simulation (results do not depend on it)",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    noise = list(args.noise_files) + [f for d in args.noise_dir for f in find_audio_files(d)]
+    music = list(args.music_files) + [f for d in args.music_dir for f in find_audio_files(d)]
+    for d in args.noise_dir + args.music_dir:
+        if not find_audio_files(d):
+            raise DataError(f"{d}: no audio files ({' '.join(AUDIO_EXTENSIONS)})")
+    start = time.time()
+    build_aug_sets(
+        args.out,
+        seed=args.seed,
+        sample_rate=args.sample_rate,
+        num_rirs=args.num_rirs,
+        rir_method=args.rir_method,
+        noise_files=noise,
+        num_colored=args.num_colored,
+        babble_from=args.babble_from,
+        num_babble=args.num_babble,
+        music_files=music,
+        chunk_seconds=args.chunk_seconds,
+        jobs=args.jobs,
+    )
+    logging.info("done in %.1f s", time.time() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        noise = list(args.noise_files) + [f for d in args.noise_dir for f in find_audio_files(d)]
-        music = list(args.music_files) + [f for d in args.music_dir for f in find_audio_files(d)]
-        for d in args.noise_dir + args.music_dir:
-            if not find_audio_files(d):
-                raise DataError(f"{d}: no audio files ({' '.join(AUDIO_EXTENSIONS)})")
-        start = time.time()
-        build_aug_sets(
-            args.out,
-            seed=args.seed,
-            sample_rate=args.sample_rate,
-            num_rirs=args.num_rirs,
-            rir_method=args.rir_method,
-            noise_files=noise,
-            num_colored=args.num_colored,
-            babble_from=args.babble_from,
-            num_babble=args.num_babble,
-            music_files=music,
-            chunk_seconds=args.chunk_seconds,
-            jobs=args.jobs,
-        )
-        logging.info("done in %.1f s", time.time() - start)
-    except (DataError, ValueError, ImportError) as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    return cli.run(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Generate the offline synthetic multi-speaker corpus used by ``egs/mini`` (stage 0).
+"""Stage 0 of egs/mini: generate the offline synthetic multi-speaker corpus.
 
-Writes ``OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav`` (16 kHz mono int16), ``OUT/speakers.tsv``
-and, last, ``OUT/.done``. Rerunning with the same arguments does nothing; an interrupted
-run is redone from scratch.
+Reads nothing but the eSpeak NG library and voices of the espeakng-loader package. Writes
+OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav (16 kHz mono int16), OUT/speakers.tsv and, last,
+OUT/.done. Rerunning with the same arguments does nothing; an interrupted run is redone
+from scratch.
 """
 
 from __future__ import annotations
@@ -11,47 +12,42 @@ import argparse
 import os
 import sys
 
-from sslsv.data.synth import SynthError, make_corpus
+from sslsv import cli
+from sslsv.simulation.mini_corpus import make_corpus
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sslsv.bin.make_mini_corpus",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.parser(__doc__, "python -m sslsv.bin.make_mini_corpus")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--num-speakers", type=int, default=100, help="default: %(default)s")
-    parser.add_argument("--utts-per-speaker", type=int, default=12, help="default: %(default)s")
+    parser.add_argument(
+        "--num-speakers", type=cli.at_least(int, 1), default=100, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--utts-per-speaker", type=cli.at_least(int, 1), default=12, help="default: %(default)s"
+    )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument(
         "--nj",
-        type=int,
+        type=cli.at_least(int, 1),
         default=min(4, os.cpu_count() or 1),
         help="parallel worker processes (default: %(default)s)",
     )
     return parser
 
 
+def run(args: argparse.Namespace) -> None:
+    make_corpus(
+        args.out,
+        num_speakers=args.num_speakers,
+        utts_per_speaker=args.utts_per_speaker,
+        seed=args.seed,
+        nj=args.nj,
+        verbose=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name in ("num_speakers", "utts_per_speaker", "nj"):
-        if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
-    try:
-        make_corpus(
-            args.out,
-            num_speakers=args.num_speakers,
-            utts_per_speaker=args.utts_per_speaker,
-            seed=args.seed,
-            nj=args.nj,
-            verbose=True,
-        )
-    except SynthError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.run(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Generate a trial list for a data dir without an official one.
+"""Stage 0: generate a trial list for a data dir without an official one.
 
-Usage:
   python -m sslsv.bin.make_trials DATA_DIR --num-per-utt K --target-fraction F --seed S
       [--output FILE]
 
-Targets pair utterances of one speaker from different sessions (utt2session, when present);
-non-targets pair different speakers; no pair twice. Writes DATA_DIR/trials by default.
+Reads DATA_DIR/utt2spk (and utt2session, when present). Targets pair utterances of one
+speaker from different sessions; non-targets pair different speakers; no pair twice.
+Writes DATA_DIR/trials (or FILE), deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ import logging
 import sys
 from pathlib import Path
 
-from sslsv.data.datadir import validate_data_dir, write_trials
-from sslsv.data.trials import count_trials, make_trials
-from sslsv.fileio import DataError, read_dict
+from sslsv import cli
+from sslsv.datadir.io import write_trials
+from sslsv.datadir.trials import count_trials, make_trials
+from sslsv.datadir.validate import validate_data_dir
+from sslsv.fileio import read_dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sslsv.bin.make_trials",
-        description="Generate target/non-target trials for a Kaldi data dir.",
-    )
+    parser = cli.parser(__doc__, "python -m sslsv.bin.make_trials")
     parser.add_argument("data_dir")
     parser.add_argument(
         "--num-per-utt", type=int, default=10, help="trials per enrollment utterance (10)"
@@ -37,45 +36,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir)
     output = Path(args.output) if args.output else data_dir / "trials"
-    try:
-        validate_data_dir(data_dir, check_wav_exists=False)
-        utt2spk = read_dict(data_dir / "utt2spk")
-        session_file = data_dir / "utt2session"
-        utt2session = read_dict(session_file) if session_file.is_file() else None
-        if utt2session is None:
-            logging.info("%s: no utt2session; target trials may share a session", data_dir)
-        trials = make_trials(
-            utt2spk,
-            utt2session,
-            trials_per_utt=args.num_per_utt,
-            target_fraction=args.target_fraction,
-            seed=args.seed,
-        )
-        write_trials(output, trials)
-        counts = count_trials(trials, utt2spk, utt2session)
-        logging.info(
-            "%s: %d speakers (%d utterances) -> %d trials: %d target (%s), %d non-target; "
-            "written to %s",
-            data_dir,
-            len(set(utt2spk.values())),
-            len(utt2spk),
-            counts.trials,
-            counts.target,
-            f"{counts.cross_session_target} across sessions (utt2session)"
-            if utt2session is not None
-            else "sessions unknown",
-            counts.trials - counts.target,
-            output,
-        )
-    except DataError as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    validate_data_dir(data_dir, check_wav_exists=False)
+    utt2spk = read_dict(data_dir / "utt2spk")
+    session_file = data_dir / "utt2session"
+    utt2session = read_dict(session_file) if session_file.is_file() else None
+    if utt2session is None:
+        logging.info("%s: no utt2session; target trials may share a session", data_dir)
+    trials = make_trials(
+        utt2spk,
+        utt2session,
+        trials_per_utt=args.num_per_utt,
+        target_fraction=args.target_fraction,
+        seed=args.seed,
+    )
+    write_trials(output, trials)
+    counts = count_trials(trials, utt2spk, utt2session)
+    logging.info(
+        "%s: %d speakers (%d utterances) -> %d trials: %d target (%s), %d non-target; "
+        "written to %s",
+        data_dir,
+        len(set(utt2spk.values())),
+        len(utt2spk),
+        counts.trials,
+        counts.target,
+        f"{counts.cross_session_target} across sessions (utt2session)"
+        if utt2session is not None
+        else "sessions unknown",
+        counts.trials - counts.target,
+        output,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Import a corpus into a Kaldi data dir (wav.scp, utt2spk, spk2utt, utt2dur, ...).
+"""Stage 0: import a corpus into a validated Kaldi data dir.
+
+Reads the corpus' audio headers (in --nj processes; no audio is decoded) and, for VoxCeleb1,
+the official trial lists. Writes DEST/{wav.scp,utt2spk,spk2utt,utt2dur} (plus utt2session,
+segments, utt2sr, trials_* when the corpus has them) and DEST/excluded.txt, the excluded
+files with their reasons.
 
 Usage:
   python -m sslsv.bin.prepare_data librispeech ROOT DEST [--speakers F] [--exclude-speakers F]
@@ -19,18 +24,25 @@ Excluded files are listed in DEST/excluded.txt with the reason.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from sslsv.data import corpora
-from sslsv.data.audio_check import default_jobs
-from sslsv.fileio import DataError
+from sslsv import cli
+from sslsv.audio import default_jobs
+from sslsv.corpora.folder import prepare_csv, prepare_folder
+from sslsv.corpora.importer import ImportOptions
+from sslsv.corpora.librispeech import prepare_librispeech
+from sslsv.corpora.noise import prepare_musan, prepare_rirs
+from sslsv.corpora.voxceleb import prepare_voxceleb1, prepare_voxceleb2
+from sslsv.datadir.io import read_durations, read_id_list
+from sslsv.errors import DataError
 
 
 def _common_options(min_duration: float) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--nj", type=int, default=default_jobs(), help="parallel jobs")
+    common.add_argument(
+        "--nj", type=cli.at_least(int, 1), default=default_jobs(), help="parallel jobs"
+    )
     common.add_argument(
         "--min-duration",
         type=float,
@@ -66,12 +78,7 @@ def _common_options(min_duration: float) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sslsv.bin.prepare_data",
-        description="Import a corpus into a validated Kaldi data dir.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = cli.parser(__doc__, "python -m sslsv.bin.prepare_data")
     sub = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     speech = _common_options(0.5)
 
@@ -137,20 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def options_from_args(args: argparse.Namespace) -> corpora.ImportOptions:
+def options_from_args(args: argparse.Namespace) -> ImportOptions:
     if args.utt2dur and not args.no_audio_check:
         raise DataError("--utt2dur is only used with --no-audio-check (else headers are read)")
-    return corpora.ImportOptions(
+    return ImportOptions(
         check_audio=not args.no_audio_check,
-        durations=corpora.read_durations(args.utt2dur) if args.utt2dur else None,
+        durations=read_durations(args.utt2dur) if args.utt2dur else None,
         min_duration=args.min_duration,
         max_bad_fraction=args.max_bad_fraction,
         sample_rate=args.sample_rate,
         allow_resample=args.allow_resample,
         nj=args.nj,
-        speakers=corpora.read_id_file(args.speakers) if args.speakers else None,
+        speakers=read_id_list(args.speakers, "speaker") if args.speakers else None,
         exclude_speakers=(
-            corpora.read_id_file(args.exclude_speakers) if args.exclude_speakers else None
+            read_id_list(args.exclude_speakers, "speaker") if args.exclude_speakers else None
         ),
     )
 
@@ -160,15 +167,15 @@ def run(args: argparse.Namespace) -> None:
         raise DataError("--download-dir is only used with --download")
     options = options_from_args(args)
     if args.kind == "librispeech":
-        corpora.prepare_librispeech(args.root, args.dest, options)
+        prepare_librispeech(args.root, args.dest, options)
     elif args.kind == "folder":
-        corpora.prepare_folder(args.root, args.dest, options)
+        prepare_folder(args.root, args.dest, options)
     elif args.kind == "csv":
-        corpora.prepare_csv(args.list_file, args.dest, options)
+        prepare_csv(args.list_file, args.dest, options)
     elif args.kind == "voxceleb1":
         kinds = [] if args.trials == "none" else [k.strip() for k in args.trials.split(",")]
         given = {"O": args.veri_test, "E": args.list_test_all, "H": args.list_test_hard}
-        corpora.prepare_voxceleb1(
+        prepare_voxceleb1(
             args.roots,
             args.dest,
             trials=kinds,
@@ -181,26 +188,16 @@ def run(args: argparse.Namespace) -> None:
             ),
         )
     elif args.kind == "voxceleb2":
-        corpora.prepare_voxceleb2(args.root, args.dest, args.wav_cache, options, args.subset)
+        prepare_voxceleb2(args.root, args.dest, args.wav_cache, options, args.subset)
     elif args.kind == "musan":
         categories = [c.strip() for c in args.categories.split(",") if c.strip()]
-        corpora.prepare_musan(args.root, args.dest_prefix, args.chunk_seconds, categories, options)
+        prepare_musan(args.root, args.dest_prefix, args.chunk_seconds, categories, options)
     elif args.kind == "rirs":
-        corpora.prepare_rirs(args.root, args.dest, args.real, options)
+        prepare_rirs(args.root, args.dest, args.real, options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
-    if args.nj < 1:
-        logging.error("--nj must be >= 1, got %d", args.nj)
-        return 2
-    try:
-        run(args)
-    except DataError as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    return cli.run(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,25 @@
-"""Score a trial list with a cosine or PLDA back end, optionally score-normalised.
+"""Stage 4: score a trial list with a cosine or PLDA back end, optionally score-normalised.
 
-Writes ``enroll test score`` per trial, in the trial list's order. Example::
+  python -m sslsv.bin.score --config conf/x.yaml --trials data/test/trials \
+      --enroll exp/x/embeddings_final/test/embeddings.scp \
+      --test exp/x/embeddings_final/test/embeddings.scp \
+      --train exp/x/embeddings_final/train/embeddings.scp --train-utt2spk data/train/utt2spk \
+      [--backend-model exp/x/scores_final/plda.npz] --output exp/x/scores_final/test.scores
 
-    python -m sslsv.bin.score --backend plda --lda-dim 200 \\
-        --train exp/x/embeddings/train/embeddings.scp --train-utt2spk data/train/utt2spk \\
-        --backend-model exp/x/backend/plda.npz \\
-        --trials data/test/trials --enroll exp/x/embeddings/test/embeddings.scp \\
-        --test exp/x/embeddings/test/embeddings.scp \\
-        --norm as --cohort exp/x/embeddings/train/embeddings.scp \\
-        --cohort-utt2spk data/train/utt2spk --top-k 300 \\
-        --output exp/x/scores/test.scores
+Reads the trial list, the enroll and test embeddings and the scoring: section of --config
+(default: its defaults), each key overridable on the command line. The training set's
+embeddings (--train) give the mean that cosine scoring subtracts, PLDA's training data (with
+--train-utt2spk) and the cohort of score normalisation. With PLDA, a --backend-model that
+exists is loaded (and checked against the settings) instead of trained, and one that does
+not is written.
+Writes OUTPUT: ``enroll test score`` per trial, in the trial list's order.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import sys
 import time
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sslsv import cli
 from sslsv.backend import (
     NORM_METHODS,
     Backend,
@@ -35,101 +41,103 @@ from sslsv.backend import (
     score_norm,
     speaker_means,
 )
-from sslsv.data.datadir import read_trials
-from sslsv.fileio import DataError, atomic_write
-from sslsv.metrics import check_unique_pairs, id_codes, pair_codes
+from sslsv.config.load import load_config
+from sslsv.config.schema import ScoringConfig
+from sslsv.datadir.io import read_trials
+from sslsv.errors import DataError
+from sslsv.scores import check_unique_pairs, id_codes, pair_codes, write_scores
+
+log = logging.getLogger("score")
+
+#: scoring: keys that the command line can override.
+OVERRIDES = (
+    "backend", "subtract_mean", "lda_dim", "whiten", "plda_iters", "norm", "top_k",
+    "cohort_speaker_means",
+)  # fmt: skip
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m sslsv.bin.score",
-        description=__doc__.split("\n")[0],
-    )
-    p.add_argument("--backend", choices=("cosine", "plda"), required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, "python -m sslsv.bin.score")
+    p.add_argument("--config", help="experiment config whose scoring: section to use")
     p.add_argument("--trials", required=True, help="Kaldi trial list")
     p.add_argument("--enroll", required=True, help="embeddings (scp or ark) of enroll ids")
     p.add_argument("--test", required=True, help="embeddings (scp or ark) of test ids")
     p.add_argument("--output", required=True, help="score file to write")
-    g = p.add_argument_group("back-end training")
-    g.add_argument("--train", help="training embeddings (plda)")
-    g.add_argument("--train-utt2spk", help="speaker labels of the training set (plda)")
-    g.add_argument("--mean-from", help="cosine: subtract the mean of these embeddings")
-    g.add_argument("--lda-dim", type=int, default=0, help="plda: LDA dimension (0: no LDA)")
-    g.add_argument("--whiten", action="store_true", help="plda: whiten before LDA/PLDA")
-    g.add_argument("--plda-iters", type=int, default=10, help="plda: EM iterations")
-    g.add_argument(
+    p.add_argument("--train", help="the training set's embeddings: mean, PLDA data, cohort")
+    p.add_argument("--train-utt2spk", help="speaker labels of --train (PLDA, speaker cohorts)")
+    p.add_argument(
         "--backend-model",
-        help="trained back end (.npz): loaded if it exists, else trained and saved here",
+        help="trained PLDA (.npz): loaded if it exists, else trained and saved here",
     )
-    g = p.add_argument_group("score normalisation")
-    g.add_argument("--norm", choices=NORM_METHODS, default="none")
-    g.add_argument("--cohort", help="cohort embeddings (scp or ark)")
+    g = p.add_argument_group("scoring: keys (override the config)")
+    g.add_argument("--backend", choices=("cosine", "plda"))
+    g.add_argument("--subtract-mean", action=argparse.BooleanOptionalAction, help="cosine")
+    g.add_argument("--lda-dim", type=cli.at_least(int, 0), help="plda: LDA dimension (0: none)")
+    g.add_argument("--whiten", action=argparse.BooleanOptionalAction, help="plda")
+    g.add_argument("--plda-iters", type=cli.at_least(int, 0), help="plda: EM iterations")
+    g.add_argument("--norm", choices=NORM_METHODS)
+    g.add_argument("--top-k", type=cli.at_least(int, 1), help="as-norm: cohort scores per side")
     g.add_argument(
-        "--cohort-utt2spk", help="use per-speaker mean embeddings of the cohort, by this file"
+        "--cohort-speaker-means",
+        action=argparse.BooleanOptionalAction,
+        help="cohort of per-speaker mean embeddings (needs --train-utt2spk)",
     )
-    g.add_argument("--top-k", type=int, default=300, help="AS-norm: cohort scores per side")
-    args = p.parse_args(argv)
-    if args.norm != "none" and not args.cohort:
-        p.error(f"--norm {args.norm} needs --cohort")
-    if args.cohort_utt2spk and not args.cohort:
-        p.error("--cohort-utt2spk needs --cohort")
-    if args.backend == "cosine" and (args.train or args.train_utt2spk):
-        p.error("--train/--train-utt2spk train PLDA; for cosine use --mean-from")
-    if args.backend == "plda" and args.mean_from:
-        p.error("--mean-from is for cosine; PLDA centres on its --train set")
-    if args.top_k < 1:
-        p.error("--top-k must be >= 1")
-    if args.lda_dim < 0 or args.plda_iters < 0:
-        p.error("--lda-dim and --plda-iters must be >= 0")
-    return args
+    return p
 
 
-def _log(message: str) -> None:
-    print(f"[score] {message}", file=sys.stderr, flush=True)
+def scoring_config(args: argparse.Namespace) -> ScoringConfig:
+    """The config's scoring: section with the command line's overrides."""
+    section = load_config(args.config).scoring if args.config else ScoringConfig()
+    given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    return dataclasses.replace(section, **given)
 
 
-def _train(args: argparse.Namespace) -> Backend:
-    if args.backend == "cosine":
-        if not args.mean_from:
+def _needs(args: argparse.Namespace, what: str, *, labels: bool) -> None:
+    if not args.train or (labels and not args.train_utt2spk):
+        flags = "--train and --train-utt2spk" if labels else "--train"
+        raise DataError(f"{what} needs {flags} (the training set's embeddings and labels)")
+
+
+def _train(args: argparse.Namespace, sc: ScoringConfig) -> Backend:
+    if sc.backend == "cosine":
+        if not sc.subtract_mean:
             return CosineBackend()
-        _, x = load_embeddings(args.mean_from)
+        _needs(args, "scoring.subtract_mean (or --no-subtract-mean)", labels=False)
+        _, x = load_embeddings(args.train)
         return CosineBackend.fit(x)
-    if not (args.train and args.train_utt2spk):
-        raise DataError(
-            "--backend plda needs --train and --train-utt2spk (or an existing --backend-model)"
-        )
+    _needs(args, "scoring.backend plda (or an existing --backend-model)", labels=True)
     _, x, speakers = load_labelled_embeddings(args.train, args.train_utt2spk)
-    _log(f"training PLDA on {len(x)} embeddings of {len(set(speakers))} speakers")
+    log.info("training PLDA on %d embeddings of %d speakers", len(x), len(set(speakers)))
     try:
-        return PLDABackend.fit(x, speakers, args.lda_dim or None, args.whiten, args.plda_iters)
+        return PLDABackend.fit(x, speakers, sc.lda_dim or None, sc.whiten, sc.plda_iters)
     except ValueError as e:
         raise DataError(f"{args.train}: {e}") from None
 
 
-def _wanted_config(args: argparse.Namespace) -> dict:
-    if args.backend == "cosine":
-        return {"mean_subtraction": bool(args.mean_from)}
-    return {"lda_dim": args.lda_dim, "whiten": args.whiten, "n_iter": args.plda_iters}
+def _wanted_config(sc: ScoringConfig) -> dict:
+    if sc.backend == "cosine":
+        return {"mean_subtraction": sc.subtract_mean}
+    return {"lda_dim": sc.lda_dim, "whiten": sc.whiten, "n_iter": sc.plda_iters}
 
 
-def get_backend(args: argparse.Namespace) -> Backend:
+def get_backend(args: argparse.Namespace, sc: ScoringConfig) -> Backend:
     """Load ``--backend-model`` if it exists (checking it matches the options), else train."""
-    path = args.backend_model
+    path = args.backend_model if sc.backend == "plda" else None  # a mean is cheap to redo
     if path and Path(path).exists():
         backend = load_backend(path)
-        if backend.kind != args.backend:
-            raise DataError(f"{path}: holds a {backend.kind} back end, not {args.backend}")
-        wanted, saved = _wanted_config(args), backend.config()
+        if backend.kind != sc.backend:
+            raise DataError(f"{path}: holds a {backend.kind} back end, not {sc.backend}")
+        wanted, saved = _wanted_config(sc), backend.config()
         diff = {k: (saved[k], v) for k, v in wanted.items() if saved[k] != v}
         if diff:
             shown = ", ".join(f"{k}: saved {s!r}, asked {w!r}" for k, (s, w) in diff.items())
             raise DataError(f"{path}: trained with other options ({shown}); remove it to retrain")
-        _log(f"loaded {backend.kind} back end from {path}")
+        log.info("loaded %s back end from %s", backend.kind, path)
         return backend
-    backend = _train(args)
+    backend = _train(args, sc)
     if path:
         save_backend(path, backend)
-        _log(f"saved {backend.kind} back end to {path}")
+        log.info("saved %s back end to %s", backend.kind, path)
     return backend
 
 
@@ -137,14 +145,16 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _cohort(args: argparse.Namespace) -> tuple[list[str], np.ndarray]:
-    if args.cohort_utt2spk:
-        _, x, speakers = load_labelled_embeddings(args.cohort, args.cohort_utt2spk)
+def _cohort(args: argparse.Namespace, sc: ScoringConfig) -> tuple[list[str], np.ndarray]:
+    """The training set's embeddings (or its speakers' means) as the cohort."""
+    _needs(args, f"scoring.norm {sc.norm}", labels=sc.cohort_speaker_means)
+    if sc.cohort_speaker_means:
+        _, x, speakers = load_labelled_embeddings(args.train, args.train_utt2spk)
         ids, x = speaker_means(x, speakers)
     else:
-        ids, x = load_embeddings(args.cohort)
-    if args.norm == "as" and args.top_k > len(x):
-        raise DataError(f"{args.cohort}: --top-k {args.top_k} exceeds cohort size {len(x)}")
+        ids, x = load_embeddings(args.train)
+    if sc.norm == "as" and sc.top_k > len(x):
+        raise DataError(f"{args.train}: scoring.top_k {sc.top_k} exceeds cohort size {len(x)}")
     return ids, x
 
 
@@ -169,26 +179,8 @@ def _load_side(
     return ids, raw, row_of_code[codes]
 
 
-def write_scores(
-    path: str | os.PathLike, enrolls: Sequence[str], tests: Sequence[str], scores: np.ndarray
-) -> None:
-    """Write ``enroll test score`` lines atomically (9 significant digits: float32-exact)."""
-    block = 1 << 20
-    with atomic_write(path) as f:
-        for start in range(0, len(scores), block):
-            stop = start + block
-            f.write(
-                "".join(
-                    f"{e} {t} {s:.9g}\n"
-                    for e, t, s in zip(
-                        enrolls[start:stop], tests[start:stop], scores[start:stop].tolist()
-                    )
-                )
-            )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+def score(args: argparse.Namespace) -> None:
+    sc = scoring_config(args)
     start = time.time()
     trials = read_trials(args.trials)
     if not trials:
@@ -200,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     enroll_codes = id_codes(enrolls, vocab)
     test_codes = id_codes(tests, vocab)
     check_unique_pairs(args.trials, enrolls, tests, pair_codes(enroll_codes, test_codes))
-    backend = get_backend(args)
+    backend = get_backend(args, sc)
 
     all_ids = list(vocab)
     if _same_file(args.enroll, args.test):
@@ -215,12 +207,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         test_ids, raw, test_idx = _load_side(args.test, all_ids, test_codes)
         test_x = _prepare(backend, raw, test_ids, args.test)
     del raw
-    _log(f"{len(enrolls)} trials over {len(all_ids)} embeddings")
+    log.info("%d trials over %d embeddings", len(enrolls), len(all_ids))
 
     scores = backend.score_pairs(enroll_x, test_x, enroll_idx, test_idx)
-    if args.norm != "none":
-        cohort_ids, cohort_raw = _cohort(args)
-        cohort = _prepare(backend, cohort_raw, cohort_ids, args.cohort)
+    if sc.norm != "none":
+        cohort_ids, cohort_raw = _cohort(args, sc)
+        cohort = _prepare(backend, cohort_raw, cohort_ids, args.train)
         try:
             scores = score_norm(
                 backend,
@@ -230,19 +222,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 enroll_idx,
                 test_idx,
                 cohort,
-                args.norm,
-                args.top_k,
+                sc.norm,
+                sc.top_k,
                 enroll_ids,
                 test_ids,
             )
         except ValueError as e:
-            raise DataError(f"{args.cohort}: {e}") from None
+            raise DataError(f"{args.train}: {e}") from None
     write_scores(args.output, enrolls, tests, scores)
-    _log(f"wrote {args.output} ({args.backend}, norm {args.norm}) in {time.time() - start:.1f}s")
+    log.info(
+        "wrote %s (%s, norm %s) in %.1fs", args.output, sc.backend, sc.norm, time.time() - start
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(score, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(main())

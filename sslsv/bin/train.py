@@ -1,9 +1,14 @@
 """Stage 2: self-supervised training of a speaker-embedding extractor.
 
-Single process:  python -m sslsv.bin.train --config conf/x.yaml --data data/train --exp-dir exp/x
-Several:         torchrun --nproc-per-node N -m sslsv.bin.train ... (same global batch)
-Rerunning resumes from the newest checkpoint in EXP_DIR/checkpoints; a finished experiment
-(final.pt present, all epochs done) is left as it is.
+  python -m sslsv.bin.train --config conf/x.yaml --data data/train --exp-dir exp/x
+  torchrun --nproc-per-node N -m sslsv.bin.train ...   (N processes, the same global batch)
+
+Reads the config (every section; --override KEY=VALUE changes keys), DATA/wav.scp (and
+DATA/segments), DATA/utt2dur and the augmentation sets the config names. Writes EXP_DIR/
+config.yaml (the resolved config), init.pt (the untrained encoder), checkpoints/ (every
+epoch, optionally every N steps), log/train.log, tensorboard/ and, at the end, final.pt.
+Rerunning resumes from the newest checkpoint; a finished experiment (final.pt present, all
+epochs done) is left as it is; a changed config is refused, naming the keys.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from sslsv.config import ConfigError, config_to_dict, load_config, save_config
+from sslsv import cli, distributed
+from sslsv.config.load import config_to_dict, load_config, save_config
+from sslsv.errors import ConfigError
+
+log = logging.getLogger("train")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -30,60 +39,60 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--data", required=True, help="training data dir (wav.scp, utt2dur)")
-    parser.add_argument("--exp-dir", required=True, help="experiment directory")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument(
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(__doc__, "python -m sslsv.bin.train")
+    p.add_argument("--config", required=True, help="experiment YAML")
+    p.add_argument("--data", required=True, help="training data dir (wav.scp, utt2dur)")
+    p.add_argument("--exp-dir", required=True, help="experiment directory")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
         "--override", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. train.epochs=2"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        cfg = load_config(args.config, args.override)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return p
+
+
+def check_unchanged(cfg_dict: dict, resolved: Path) -> None:
+    """Refuse to continue an experiment whose saved config differs in what shapes the model."""
+    if not resolved.exists():
+        return
+    with open(resolved, encoding="utf-8") as f:
+        old = yaml.safe_load(f) or {}
+    # Epoch count may grow to continue training, and the settings of the later stages
+    # (extraction, scoring) may change; anything else changes the experiment.
+    free = ("train.epochs:", "extract.", "scoring.")
+    diffs = [d for d in _differences(old, cfg_dict) if not d.startswith(free)]
+    if diffs:
+        raise ConfigError(
+            f"{resolved} was made with a different config:\n  "
+            + "\n  ".join(diffs)
+            + "\nuse a new experiment name, or delete the experiment directory"
+        )
+
+
+def train(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.override)
     exp_dir = Path(args.exp_dir)
     resolved = exp_dir / "config.yaml"
-    if resolved.exists():
-        with open(resolved, encoding="utf-8") as f:
-            old = yaml.safe_load(f) or {}
-        # Epoch count may grow to continue training, and the settings of the later stages
-        # (extraction, scoring) may change; anything else changes the experiment.
-        free = ("train.epochs:", "extract.", "scoring.")
-        diffs = [d for d in _differences(old, config_to_dict(cfg)) if not d.startswith(free)]
-        if diffs:
-            print(
-                f"error: {resolved} was made with a different config:\n  "
-                + "\n  ".join(diffs)
-                + "\nuse a new experiment name, or delete the experiment directory",
-                file=sys.stderr,
-            )
-            return 1
-    from sslsv.train import distributed
-    from sslsv.train.trainer import Trainer
+    check_unchanged(config_to_dict(cfg), resolved)
+    from sslsv.train.trainer import Trainer  # torch: after the cheap checks
 
     trainer = Trainer(cfg, args.data, exp_dir, args.device)
     try:
         if distributed.rank() == 0:
             save_config(cfg, resolved)
         if trainer.epoch >= cfg.train.epochs and (exp_dir / "final.pt").exists():
-            logging.info(
-                "%s: all %d epochs done, final.pt present; nothing to do",
-                exp_dir,
-                cfg.train.epochs,
+            log.info(
+                "%s: all %d epochs done, final.pt present; nothing to do", exp_dir, cfg.train.epochs
             )
-            return 0
+            return
         trainer.fit()
-        return 0
     finally:
         trainer.close()
         distributed.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(train, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from sslsv.config import Config
+from sslsv.config.schema import Config
 from sslsv.models.embedding import EmbeddingModel
 
 METHODS: dict[str, type[nn.Module]] = {}

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsv.config import Config
+from sslsv import distributed
+from sslsv.config.schema import Config
 from sslsv.losses import margin_logits_loss
 from sslsv.methods import make_projector, register_method
 from sslsv.models.embedding import EmbeddingModel
-from sslsv.train import distributed
 
 
 @register_method("moco")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sslsv.config import Config
+from sslsv import distributed
+from sslsv.config.schema import Config
 from sslsv.losses import nt_xent_am_with_accuracy
 from sslsv.methods import make_projector, register_method
 from sslsv.models.embedding import EmbeddingModel
-from sslsv.train import distributed
 
 
 @register_method("simclr")

@@ -20,18 +20,23 @@ def register_encoder(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return add
 
 
-def build_encoder(name: str, n_mels: int, args: dict) -> nn.Module:
-    """Instantiate encoder ``name``; unknown names or arguments are errors naming them."""
+def encoder_problem(name: str, args: dict) -> str | None:
+    """Why ``encoder.name`` and ``encoder.args`` name no registered encoder, or None."""
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder.name {name!r} (known: {', '.join(sorted(ENCODERS))})")
-    cls = ENCODERS[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "n_mels"}
+        return f"'encoder.name' is {name!r}; allowed: {', '.join(sorted(ENCODERS))}"
+    accepted = set(inspect.signature(ENCODERS[name].__init__).parameters) - {"self", "n_mels"}
     unknown = set(args) - accepted
     if unknown:
-        raise ValueError(
-            f"unknown encoder.args {sorted(unknown)} for {name!r} (accepted: {sorted(accepted)})"
-        )
-    return cls(n_mels=n_mels, **args)
+        return f"'encoder.args' {sorted(unknown)} unknown for {name!r}; allowed: {sorted(accepted)}"
+    return None
+
+
+def build_encoder(name: str, n_mels: int, args: dict) -> nn.Module:
+    """Instantiate encoder ``name``; unknown names or arguments are errors naming them."""
+    problem = encoder_problem(name, args)
+    if problem:
+        raise ValueError(problem)
+    return ENCODERS[name](n_mels=n_mels, **args)
 
 
 # Importing the modules registers their encoders.

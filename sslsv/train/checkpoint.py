@@ -1,4 +1,5 @@
-"""Atomic training checkpoints, safe loading, and averaging into the final model."""
+"""Checkpoints: training states and model files (``init.pt``, ``final.pt``), written
+atomically, loaded safely (tensors only), averaged into the final model."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ from pathlib import Path
 
 import torch
 
+from sslsv.config.load import config_from_dict
+from sslsv.config.schema import Config
+from sslsv.errors import DataError
 from sslsv.fileio import atomic_write
+from sslsv.models.embedding import EmbeddingModel
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(epoch|step)-(\d+)\.pt$")
+FINAL_FORMAT = "sslsv-model-v1"
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
@@ -78,3 +84,23 @@ def average_epoch_models(ckpt_dir: Path, steps_per_epoch: int, last: int) -> dic
             averaged[key] = value
     log.info("final model: average of %s", ", ".join(p.name for p in chosen))
     return averaged
+
+
+def model_payload(cfg_dict: dict, state: dict[str, torch.Tensor]) -> dict:
+    """What a model file holds: its config (every default spelled out) and weights."""
+    return {"format": FINAL_FORMAT, "config": cfg_dict, "model": state}
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[EmbeddingModel, Config]:
+    """Load ``final.pt``/``init.pt`` or a training checkpoint (safely: tensors only)."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # missing, truncated, foreign or code-carrying files all land here
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"not a readable sslsv checkpoint: {path} ({reason})") from None
+    if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
+        raise DataError(f"not an sslsv checkpoint: {path} (it holds no 'config' and 'model')")
+    cfg = config_from_dict(payload["config"], source=str(path))
+    model = EmbeddingModel(cfg)
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), cfg

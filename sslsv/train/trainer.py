@@ -8,7 +8,6 @@ repeats an uninterrupted one; checkpoints also hold optimizer, scheduler, queue 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import logging
 import math
@@ -21,47 +20,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sslsv.config import Config, config_to_dict
-from sslsv.data.dataset import CropPairDataset, GlobalBatchSampler
+from sslsv import distributed
+from sslsv.augment.build import build_augmenter
+from sslsv.config.load import config_to_dict
+from sslsv.config.schema import Config
 from sslsv.losses import margin_at
 from sslsv.methods import build_method
-from sslsv.models.embedding import EmbeddingModel, model_payload
-from sslsv.train import checkpoint, distributed
+from sslsv.models.embedding import EmbeddingModel
+from sslsv.train import checkpoint
+from sslsv.train.dataset import CropPairDataset, GlobalBatchSampler
 
 log = logging.getLogger(__name__)
 
 
-def build_augmenter(cfg: Config, device: torch.device):
-    """The configured waveform augmenter, or None.
-
-    A noise category or RIR set whose data dir does not exist (say, music when neither
-    MUSAN nor music files were given to stage 0) is left out with a warning naming it.
-    """
-    if not cfg.augment.enabled:
-        return None
-    from sslsv.data.augment import build_augmenter_from_config
-
-    aug = cfg.augment
-    present = {}
-    for name, category in aug.noise.items():
-        if (Path(category.data_dir) / "wav.scp").is_file():
-            present[name] = category
-        else:
-            log.warning(
-                "augment.noise.%s: no data dir at %s; category not used", name, category.data_dir
-            )
-    rir_dir = aug.rir_dir
-    if rir_dir and not (Path(rir_dir) / "wav.scp").is_file():
-        log.warning("augment.rir_dir: no data dir at %s; no reverberation", rir_dir)
-        rir_dir = ""
-    aug = dataclasses.replace(aug, noise=present, rir_dir=rir_dir)
-    crop = round(cfg.train.crop_seconds * cfg.features.sample_rate)
-    return build_augmenter_from_config(aug, cfg.features.sample_rate, device, num_samples=crop)
-
-
 def _step_seed(seed: int, epoch: int, step: int) -> int:
-    # The same values as earlier versions (whose rank term was 0 in one process), so that
-    # published single-process runs repeat exactly.
+    """The seed of a step's augmentation choices (drawn for the global batch, so it has no
+    rank term): distinct for every (seed, epoch, step)."""
     return ((seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 % (2**63 - 1)
 
 
@@ -93,7 +67,7 @@ class Trainer:
         if self.rank == 0 and not (self.exp_dir / "init.pt").exists():
             # The untrained encoder, scored beside the trained one to show what training adds.
             checkpoint.save_atomic(
-                model_payload(config_to_dict(cfg), _model_state(self.method)),
+                checkpoint.model_payload(config_to_dict(cfg), _model_state(self.method)),
                 self.exp_dir / "init.pt",
             )
         if self.world > 1 and tc.sync_batchnorm:
@@ -108,8 +82,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay
         )
-        crop = int(tc.crop_seconds * cfg.features.sample_rate)
-        self.dataset = CropPairDataset(train_dir, crop, tc.seed, cfg.features.sample_rate)
+        rate = cfg.features.sample_rate  # every reader resamples to it
+        crop_samples = round(tc.crop_seconds * rate)
+        self.dataset = CropPairDataset(train_dir, crop_samples, tc.seed, rate)
         self.sampler = GlobalBatchSampler(
             len(self.dataset), tc.batch_size, tc.seed, self.rank, self.world
         )
@@ -122,7 +97,7 @@ class Trainer:
             persistent_workers=tc.num_workers > 0,
             prefetch_factor=4 if tc.num_workers > 0 else None,
         )
-        self.augmenter = build_augmenter(cfg, self.device)
+        self.augmenter = build_augmenter(cfg.augment, rate, self.device, crop_samples)
         self.epoch, self.step = 0, 0  # position: next step to run
         self._resume()
         # What the step calls: the method itself, or its DDP wrapper (gradient all-reduce).
@@ -245,7 +220,8 @@ class Trainer:
                 self.ckpt_dir, self.steps_per_epoch, tc.average_last
             )
             checkpoint.save_atomic(
-                model_payload(config_to_dict(self.cfg), averaged), self.exp_dir / "final.pt"
+                checkpoint.model_payload(config_to_dict(self.cfg), averaged),
+                self.exp_dir / "final.pt",
             )
         distributed.barrier()
 

@@ -17,8 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from sslsv.data.datadir import read_trials  # noqa: E402
+
 from sslsv.fileio import atomic_write  # noqa: E402
 
 DESCRIPTION = {

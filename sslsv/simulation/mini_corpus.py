@@ -1,4 +1,4 @@
-"""Offline synthetic multi-speaker corpus (eSpeak NG through ``ctypes``) for ``egs/mini``.
+"""The offline synthetic multi-speaker corpus of ``egs/mini``: its plan, rendering and files.
 
 Each pseudo-speaker is a fixed eSpeak voice (language/accent + ``+variant``) with its own base
 pitch, pitch range and speaking rate. Utterances jitter the prosody around the speaker's base,
@@ -12,19 +12,15 @@ Layout written by :func:`make_corpus`::
                                                variant pitch range rate sessions
     OUT/.done                                  written last; holds the generation settings
 
-Determinism: eSpeak NG keeps synthesis state in C statics that neither ``espeak_Initialize``
-nor a voice change resets (the pitch-flutter phase, the AGC, the cycle counter), so the same
-text synthesised twice in one process differs slightly. So all synthesis runs in children
-forked from a process whose eSpeak is initialised but has never synthesised anything: one
-child per call of :meth:`ESpeak.synthesize`, one pool worker per speaker in
-:func:`make_corpus`. The output then depends only on the arguments (seed, sizes), not on the
-worker count or the order of work.
+Determinism: eSpeak keeps state between syntheses (:mod:`sslsv.simulation.espeak`), so all
+synthesis runs in children forked from a process whose eSpeak is initialised but has never
+synthesised: one pool worker per speaker in :func:`make_corpus`. The output then depends only
+on the arguments (seed, sizes), not on the worker count or the order of work.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import multiprocessing
@@ -37,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
 import scipy.signal
 import soundfile
 
 from sslsv.fileio import atomic_write
+from sslsv.simulation.dsp import colored_noise, mix_at_snr, peaking_eq_sos
+from sslsv.simulation.espeak import ESpeak, SynthError, process_espeak
+from sslsv.simulation.sentences import random_sentence
 
 SAMPLE_RATE = 16000
 MIN_DURATION_S = 2.5
@@ -94,344 +92,6 @@ LEVEL_DBFS = (-32.0, -18.0)  # RMS level of the whole utterance
 SILENCE_S = (0.05, 0.4)  # leading, and minimum trailing, silence
 
 
-class SynthError(RuntimeError):
-    """The eSpeak NG library or its data cannot be used, or synthesis failed."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Text
-# ---------------------------------------------------------------------------------------------
-
-_NOUNS = (
-    "river", "garden", "window", "teacher", "doctor", "bridge", "letter", "market", "island",
-    "candle", "kitchen", "mountain", "village", "engine", "blanket", "question", "picture",
-    "bottle", "forest", "station", "painter", "farmer", "captain", "basket", "ladder", "wagon",
-    "mirror", "pocket", "theatre", "harbour", "lantern", "violin", "museum", "orchard",
-    "tunnel", "castle", "meadow", "journal", "camera", "pillow", "rocket", "compass", "saddle",
-)  # fmt: skip
-_ADJECTIVES = (
-    "quiet", "golden", "narrow", "ancient", "bright", "heavy", "gentle", "broken", "curious",
-    "distant", "silver", "empty", "crowded", "little", "famous", "hidden", "frozen", "yellow",
-    "careful", "wooden", "modern", "sudden", "patient", "clever", "shallow", "noisy", "humble",
-)  # fmt: skip
-_VERBS_PAST = (
-    "carried", "painted", "followed", "repaired", "visited", "noticed", "borrowed", "opened",
-    "counted", "described", "remembered", "watched", "collected", "delivered", "explored",
-    "measured", "ordered", "polished", "reached", "lifted", "answered", "covered", "cleaned",
-)  # fmt: skip
-_VERBS_BASE = (
-    "carry", "paint", "follow", "repair", "visit", "notice", "borrow", "open", "count",
-    "describe", "remember", "watch", "collect", "deliver", "explore", "measure", "polish",
-)  # fmt: skip
-_NAMES = (
-    "Anna", "Peter", "Maria", "Thomas", "Helen", "Oliver", "Sophie", "Daniel", "Laura",
-    "Martin", "Clara", "Victor", "Julia", "Simon", "Emma", "Lucas", "Nina", "George",
-)  # fmt: skip
-_TIMES = (
-    "yesterday", "this morning", "last winter", "every Sunday", "before dinner", "at noon",
-    "after the storm", "in the evening", "next week", "during the summer", "at dawn", "today",
-)  # fmt: skip
-_PREPOSITIONS = ("near", "behind", "under", "beside", "across", "inside", "above", "beyond")
-_ADVERBS = (
-    "slowly", "quickly", "carefully", "happily", "quietly", "suddenly", "gladly", "rarely",
-)  # fmt: skip
-_TEMPLATES = (
-    "The {adj} {noun} {prep} the {noun2} was {adj2}.",
-    "{name} {verb} the {adj} {noun} {time}.",
-    "We {verb} a {noun} {prep} the {adj} {noun2} {time}.",
-    "Did {name} {verb0} the {noun} {prep} the {noun2}?",
-    "{time_cap}, the {noun} {verb} the {adj} {noun2} {adv}.",
-    "I think {name} will {verb0} the {adj} {noun} {time}.",
-    "There were {number} {adj} {noun}s {prep} the {noun2}.",
-    "Please {verb0} the {noun} and the {adj} {noun2}.",
-    "{name} and {name2} {adv} {verb} {number} {noun}s.",
-    "Why is the {noun} so {adj} {time}?",
-    "The {noun} {verb} {number} times, {name} said.",
-    "Nobody {verb} the {adj} {noun} {prep} the old {noun2}.",
-)
-
-
-def random_sentence(rng: np.random.Generator) -> str:
-    """One sentence from the embedded templates and word lists."""
-
-    def pick(words: Sequence[str]) -> str:
-        return words[int(rng.integers(len(words)))]
-
-    time_phrase = pick(_TIMES)
-    slots = {
-        "adj": pick(_ADJECTIVES),
-        "adj2": pick(_ADJECTIVES),
-        "noun": pick(_NOUNS),
-        "noun2": pick(_NOUNS),
-        "verb": pick(_VERBS_PAST),
-        "verb0": pick(_VERBS_BASE),
-        "name": pick(_NAMES),
-        "name2": pick(_NAMES),
-        "time": time_phrase,
-        "time_cap": time_phrase[0].upper() + time_phrase[1:],
-        "prep": pick(_PREPOSITIONS),
-        "adv": pick(_ADVERBS),
-        "number": str(int(rng.integers(2, 100))),
-    }
-    return pick(_TEMPLATES).format(**slots)
-
-
-# ---------------------------------------------------------------------------------------------
-# eSpeak NG through ctypes
-# ---------------------------------------------------------------------------------------------
-
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INITIALIZE_DONT_EXIT = 0x8000  # report errors instead of calling exit()
-_CHARS_UTF8 = 1
-_POS_CHARACTER = 1
-_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-
-
-def espeak_paths() -> tuple[Path, Path]:
-    """``(library, espeak-ng-data dir)`` shipped by the ``espeakng-loader`` package."""
-    try:
-        import espeakng_loader
-    except ImportError as e:
-        raise SynthError(
-            "the Python package 'espeakng-loader' (eSpeak NG library and voices) is not "
-            "installed: pip install espeakng-loader"
-        ) from e
-    lib = Path(espeakng_loader.get_library_path())
-    data = Path(espeakng_loader.__file__).parent / "espeak-ng-data"
-    return lib, data
-
-
-class ESpeak:
-    """eSpeak NG loaded into this process, in synchronous mode, output collected in memory.
-
-    The library's state is global to the process: make one instance per process (use
-    :func:`process_espeak`). :meth:`synthesize` forks by default, so that this process
-    never synthesises and every child starts from the same, freshly initialised, state.
-    """
-
-    def __init__(
-        self,
-        library_path: str | os.PathLike | None = None,
-        data_path: str | os.PathLike | None = None,
-    ) -> None:
-        if library_path is None or data_path is None:
-            default_lib, default_data = espeak_paths()
-            library_path = library_path or default_lib
-            data_path = data_path or default_data
-        self.library_path = Path(library_path)
-        self.data_path = Path(data_path)
-        if not self.data_path.is_dir():
-            raise SynthError(f"eSpeak NG data directory not found: {self.data_path}")
-        try:
-            lib = ctypes.CDLL(str(self.library_path))
-        except OSError as e:
-            raise SynthError(f"cannot load the eSpeak NG library {self.library_path}: {e}") from e
-        try:
-            self._declare(lib)
-        except AttributeError as e:
-            raise SynthError(f"{self.library_path} is not a usable eSpeak NG library: {e}") from e
-        # buflength 1000 ms: fewer, larger callbacks.
-        rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 1000, str(self.data_path).encode(), _INITIALIZE_DONT_EXIT
-        )
-        if rate <= 0:
-            raise SynthError(
-                f"espeak_Initialize failed (returned {rate}) with data directory {self.data_path}"
-            )
-        self.sample_rate = rate
-        self._lib = lib
-        self._chunks: list[np.ndarray] = []
-        self.used = False  # synthesised in this process: forked children are not fresh
-
-        def collect(wav, num_samples, _events):
-            if num_samples > 0 and wav:
-                self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
-            return 0
-
-        self._callback = _SynthCallback(collect)  # kept alive: C holds the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-
-    @staticmethod
-    def _declare(lib: ctypes.CDLL) -> None:
-        """C signatures of the functions used (speak_lib.h, espeak_ng.h)."""
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
-        lib.espeak_SetSynthCallback.restype = None
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
-        lib.espeak_Synth.restype = ctypes.c_int
-        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        lib.espeak_ng_SetRandSeed.restype = None
-
-    def variant_exists(self, variant: str) -> bool:
-        return (self.data_path / "voices" / "!v" / variant).is_file()
-
-    def _synthesize_here(
-        self,
-        voice: str,
-        sentences: Sequence[str],
-        params: dict[str, int],
-        min_samples: int,
-        rand_seed: int,
-    ) -> np.ndarray:
-        lib = self._lib
-        status = lib.espeak_SetVoiceByName(voice.encode())
-        if status != 0:
-            raise SynthError(f"eSpeak NG has no voice {voice!r} (error {status})")
-        for name, key in (
-            ("rate", _PARAM_RATE),
-            ("volume", _PARAM_VOLUME),
-            ("pitch", _PARAM_PITCH),
-            ("range", _PARAM_RANGE),
-        ):
-            if name in params:
-                lib.espeak_SetParameter(key, int(params[name]), 0)
-        lib.espeak_ng_SetRandSeed(rand_seed)
-        self._chunks = []
-        total = 0
-        for sentence in sentences:
-            text = sentence.encode("utf-8")
-            status = lib.espeak_Synth(
-                text, len(text) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-            )
-            if status != 0:
-                raise SynthError(f"espeak_Synth failed (error {status}) on {sentence!r}")
-            total = sum(len(c) for c in self._chunks)
-            if total >= min_samples:
-                break
-        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-
-    def synthesize(
-        self,
-        voice: str,
-        sentences: Sequence[str],
-        params: dict[str, int],
-        min_samples: int = 0,
-        rand_seed: int = 0,
-        fresh: bool = True,
-    ) -> np.ndarray:
-        """Speak ``sentences`` in turn until at least ``min_samples`` samples (all if 0).
-
-        ``voice`` is ``language+variant``; ``params`` may hold eSpeak ``rate`` (wpm),
-        ``pitch``, ``range`` (0-100) and ``volume``. Returns int16 samples at
-        :attr:`sample_rate`. With ``fresh`` (default) it runs in a forked child, from a
-        never-used synthesiser: identical arguments give identical samples. Without, it runs
-        here (faster), and the result also depends on what this process synthesised before.
-        """
-        if min_samples <= 0:
-            min_samples = sys.maxsize
-        if not fresh:
-            self.used = True
-            return self._synthesize_here(voice, sentences, params, min_samples, rand_seed)
-        if self.used:
-            raise SynthError("fresh synthesis asked of a process that synthesised in-process")
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: never returns into the caller's code
-            code = 0
-            try:
-                os.close(read_fd)
-                try:
-                    audio = self._synthesize_here(voice, sentences, params, min_samples, rand_seed)
-                    payload = b"\0" + audio.astype("<i2").tobytes()
-                except BaseException as e:  # reported to the parent
-                    payload = b"\1" + f"{type(e).__name__}: {e}".encode()
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(write_fd, view) :]
-                os.close(write_fd)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        parts = []
-        with open(read_fd, "rb", closefd=True) as pipe:
-            while chunk := pipe.read(1 << 20):
-                parts.append(chunk)
-        _, status = os.waitpid(pid, 0)
-        payload = b"".join(parts)
-        if os.waitstatus_to_exitcode(status) != 0 or not payload:
-            raise SynthError(f"eSpeak NG child process failed (wait status {status}) on {voice!r}")
-        if payload[:1] != b"\0":
-            raise SynthError(payload[1:].decode(errors="replace"))
-        return np.frombuffer(payload[1:], dtype="<i2").astype(np.int16)
-
-
-# ---------------------------------------------------------------------------------------------
-# Signal processing
-# ---------------------------------------------------------------------------------------------
-
-
-def peaking_eq_sos(f0_hz: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:
-    """One biquad section (scipy ``sos`` row) of a peaking EQ (Bristow-Johnson's cookbook).
-
-    Gain ``gain_db`` at ``f0_hz``, unity at DC and Nyquist, bandwidth set by ``q``.
-    """
-    amp = 10.0 ** (gain_db / 40.0)
-    w0 = 2.0 * math.pi * f0_hz / sample_rate
-    alpha = math.sin(w0) / (2.0 * q)
-    cos_w0 = math.cos(w0)
-    b = np.array([1.0 + alpha * amp, -2.0 * cos_w0, 1.0 - alpha * amp])
-    a = np.array([1.0 + alpha / amp, -2.0 * cos_w0, 1.0 - alpha / amp])
-    return np.concatenate([b / a[0], a / a[0]])[None, :]
-
-
-@dataclass(frozen=True)
-class Channel:
-    """A recording channel: band-pass, peaking EQs, coloured background noise."""
-
-    low_cut_hz: float
-    high_cut_hz: float
-    eq: tuple[tuple[float, float, float], ...]  # (f0_hz, gain_db, q) per peak
-    noise_exponent: float
-    snr_db: float
-
-    def sos(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-        band = scipy.signal.butter(
-            2, [self.low_cut_hz, self.high_cut_hz], btype="bandpass", fs=sample_rate, output="sos"
-        )
-        peaks = [peaking_eq_sos(f0, g, q, sample_rate) for f0, g, q in self.eq]
-        return np.concatenate([band, *peaks])
-
-
-def colored_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS Gaussian noise whose power spectrum falls as ``1 / f**exponent``."""
-    # Shape a longer, FFT-friendly block and keep the start: arbitrary lengths can be slow.
-    fft_len = scipy.fft.next_fast_len(max(num_samples, 2), real=True)
-    spectrum = np.fft.rfft(rng.standard_normal(fft_len))
-    freqs = np.fft.rfftfreq(fft_len)
-    freqs[0] = freqs[1]  # keep DC finite
-    noise = np.fft.irfft(spectrum * freqs ** (-exponent / 2.0), n=fft_len)[:num_samples]
-    noise -= noise.mean()
-    return noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)
-
-
-def mix_at_snr(
-    speech: np.ndarray, speech_power: float, noise: np.ndarray, snr_db: float
-) -> np.ndarray:
-    """``speech + g * noise`` with ``g`` chosen so that speech_power / noise power = snr."""
-    noise_power = float(np.mean(noise**2))
-    gain = math.sqrt(speech_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-    return speech + gain * noise
-
-
 def _trim(audio: np.ndarray, rel_threshold: float = 0.02) -> np.ndarray:
     loud = np.flatnonzero(np.abs(audio) > rel_threshold * np.max(np.abs(audio)))
     return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
@@ -452,9 +112,22 @@ def _cut_quietly(audio: np.ndarray, max_len: int, search: int, sample_rate: int)
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Corpus plan
-# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Channel:
+    """A recording channel: band-pass, peaking EQs, coloured background noise."""
+
+    low_cut_hz: float
+    high_cut_hz: float
+    eq: tuple[tuple[float, float, float], ...]  # (f0_hz, gain_db, q) per peak
+    noise_exponent: float
+    snr_db: float
+
+    def sos(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        band = scipy.signal.butter(
+            2, [self.low_cut_hz, self.high_cut_hz], btype="bandpass", fs=sample_rate, output="sos"
+        )
+        peaks = [peaking_eq_sos(f0, g, q, sample_rate) for f0, g, q in self.eq]
+        return np.concatenate([band, *peaks])
 
 
 @dataclass(frozen=True)
@@ -513,7 +186,7 @@ def plan_speakers(num_speakers: int, seed: int) -> list[SpeakerSpec]:
     (#variants + 1 and #languages are coprime).
     """
     if num_speakers < 1:
-        raise ValueError(f"num_speakers must be >= 1, got {num_speakers}")
+        raise SynthError(f"num_speakers must be >= 1, got {num_speakers}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     languages = rng.permutation(len(LANGUAGES))
     variants = rng.permutation(len(VARIANTS))
@@ -666,17 +339,6 @@ def render_utterance(
 # Corpus
 # ---------------------------------------------------------------------------------------------
 
-_PROCESS_ESPEAK: ESpeak | None = None
-
-
-def process_espeak() -> ESpeak:
-    """This process's :class:`ESpeak` with the default library and data (loaded once: the
-    library's state is global to the process)."""
-    global _PROCESS_ESPEAK
-    if _PROCESS_ESPEAK is None:
-        _PROCESS_ESPEAK = ESpeak()
-    return _PROCESS_ESPEAK
-
 
 def _render_speaker(job: tuple[str, SpeakerSpec, int, int, int]) -> float:
     """Write one speaker's wavs (atomically); return the total duration in seconds.
@@ -739,11 +401,11 @@ def make_corpus(
     ``wav/`` folder this function did not create is refused rather than deleted.
     """
     if num_speakers < 1:
-        raise ValueError(f"num_speakers must be >= 1, got {num_speakers}")
+        raise SynthError(f"num_speakers must be >= 1, got {num_speakers}")
     if utts_per_speaker < 1:
-        raise ValueError(f"utts_per_speaker must be >= 1, got {utts_per_speaker}")
+        raise SynthError(f"utts_per_speaker must be >= 1, got {utts_per_speaker}")
     if nj < 1:
-        raise ValueError(f"nj must be >= 1, got {nj}")
+        raise SynthError(f"nj must be >= 1, got {nj}")
     out = Path(out_dir)
     settings = {
         "generator_version": GENERATOR_VERSION,
@@ -802,24 +464,3 @@ def read_speakers_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     header = lines[0].split("\t")
     return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
-
-
-__all__ = [
-    "Channel",
-    "ESpeak",
-    "SpeakerSpec",
-    "SynthError",
-    "UtteranceScript",
-    "UtteranceSpec",
-    "check_voices",
-    "colored_noise",
-    "make_corpus",
-    "mix_at_snr",
-    "peaking_eq_sos",
-    "plan_speakers",
-    "plan_utterances",
-    "random_sentence",
-    "read_speakers_tsv",
-    "render_utterance",
-    "utterance_script",
-]

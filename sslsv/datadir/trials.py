@@ -7,7 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sslsv.fileio import DataError, kaldi_sort_key
+from sslsv.errors import DataError
+from sslsv.fileio import kaldi_sort_key
 
 log = logging.getLogger(__name__)
 

@@ -5,189 +5,22 @@ CUDA). Every random choice is drawn on the CPU from the caller's ``torch.Generat
 (:meth:`Augmenter.sample_params`) and then applied with tensor ops (:meth:`Augmenter.apply`),
 so a seeded run is reproducible on any device and the two halves can be tested apart.
 
-Noise and RIR sets are Kaldi data dirs (``wav.scp``, optional ``segments``), for example
-MUSAN / RIRS_NOISES or the sets built by ``python -m sslsv.bin.make_aug_sets``.
+Noise and RIR sets are :class:`sslsv.augment.sets.AugmentationSet` (clips in memory).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import soundfile as sf
 import torch
 
-from sslsv.data.datadir import read_wav_scp
-from sslsv.fileio import DataError, kaldi_sort_key, read_table
-
-log = logging.getLogger(__name__)
+from sslsv.augment.sets import AugmentationSet
+from sslsv.errors import DataError
 
 # Power floor (amplitude 1e-5 RMS): keeps silent speech, noise or RIRs from dividing by zero.
 POWER_EPS = 1e-10
-
-# MUSAN-style defaults per category name: (snr_db range, num_sources range).
-MUSAN_DEFAULTS: dict[str, tuple[tuple[float, float], tuple[int, int]]] = {
-    "noise": ((0.0, 15.0), (1, 1)),
-    "speech": ((13.0, 20.0), (3, 7)),
-    "music": ((5.0, 15.0), (1, 1)),
-}
-
-
-# -- audio sets ----------------------------------------------------------------------------
-
-
-def _read_segments(
-    path: Path, recordings: Mapping[str, str]
-) -> list[tuple[str, str, float, float]]:
-    """Kaldi ``segments``: ``seg_id rec_id start_s end_s`` (``end_s`` -1 means end of file)."""
-    segments = []
-    for lineno, (seg, rest) in enumerate(read_table(path), 1):
-        fields = rest.split()
-        where = f"{path}:{lineno}: segment {seg!r}"
-        if len(fields) != 3:
-            raise DataError(f"{where}: expected 'seg_id rec_id start end', got {rest!r}")
-        rec, start_s, end_s = fields
-        if rec not in recordings:
-            raise DataError(f"{where}: recording {rec!r} is not in wav.scp")
-        try:
-            start, end = float(start_s), float(end_s)
-        except ValueError:
-            raise DataError(f"{where}: start/end must be numbers, got {rest!r}") from None
-        if start < 0 or (end != -1 and end <= start):
-            raise DataError(f"{where}: bad time range {start_s}..{end_s}")
-        segments.append((seg, rec, start, end))
-    return segments
-
-
-class AugmentationSet:
-    """All audio of a Kaldi data dir in memory, as float32 1-D tensors in ``LC_ALL=C`` order.
-
-    With a ``segments`` file the clips are the segments. ``max_seconds`` keeps a subset whose
-    total stays within the cap: clips in a fixed pseudo-random order (``seed``), so the subset
-    is the same on every run and spread over the whole set rather than its first files.
-    """
-
-    def __init__(
-        self,
-        data_dir: str | os.PathLike,
-        sample_rate: int = 16000,
-        max_seconds: float | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.data_dir = Path(data_dir)
-        self.sample_rate = sample_rate
-        wav_scp = self.data_dir / "wav.scp"
-        if not wav_scp.is_file():
-            raise DataError(f"{self.data_dir}: not a data dir (no wav.scp)")
-        recordings = read_wav_scp(wav_scp)
-        segments_path = self.data_dir / "segments"
-        if segments_path.is_file():
-            # (id, recording, start sample, end sample or -1)
-            items = [
-                (
-                    seg,
-                    rec,
-                    round(start * sample_rate),
-                    -1 if end == -1 else round(end * sample_rate),
-                )
-                for seg, rec, start, end in _read_segments(segments_path, recordings)
-            ]
-        else:
-            items = [(utt, utt, 0, -1) for utt in recordings]
-        items.sort(key=lambda item: kaldi_sort_key(item[0]))
-        if max_seconds is not None:
-            items = self._subset(items, recordings, max_seconds, seed)
-
-        self.ids: list[str] = []
-        self.clips: list[torch.Tensor] = []
-        # Segment ids start with their recording's id, so in sorted order a recording's
-        # segments are neighbours: keeping only the last recording read loads each once.
-        last: tuple[str, np.ndarray] | None = None
-        for clip_id, rec, start, end in items:
-            if last is None or last[0] != rec:
-                last = (rec, self._read(recordings[rec], rec))
-            audio = last[1][start : None if end == -1 else end]
-            if audio.size == 0:
-                raise DataError(f"{self.data_dir}: clip {clip_id!r} ({recordings[rec]}) is empty")
-            self.ids.append(clip_id)
-            # A copy, so that a short segment does not pin its whole recording in memory.
-            self.clips.append(torch.from_numpy(audio.copy()))
-        if not self.clips:
-            raise DataError(f"{self.data_dir}: no audio (wav.scp or segments is empty)")
-
-    def _read(self, path: str, rec: str) -> np.ndarray:
-        try:
-            audio, rate = sf.read(path, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise DataError(
-                f"{self.data_dir}: recording {rec!r}: cannot read {path}: {e}"
-            ) from None
-        if rate != self.sample_rate:
-            raise DataError(
-                f"{self.data_dir}: recording {rec!r} ({path}) is {rate} Hz, expected "
-                f"{self.sample_rate} Hz; resample the set first"
-            )
-        return audio[:, 0]
-
-    def _subset(
-        self, items: list, recordings: Mapping[str, str], max_seconds: float, seed: int
-    ) -> list:
-        frames: dict[str, int] = {}
-        kept, total = [], 0
-        for i in np.random.default_rng(seed).permutation(len(items)):
-            clip_id, rec, start, end = items[i]
-            if end == -1:
-                if rec not in frames:
-                    try:
-                        frames[rec] = sf.info(recordings[rec]).frames
-                    except (sf.LibsndfileError, RuntimeError) as e:
-                        raise DataError(
-                            f"{self.data_dir}: recording {rec!r}: cannot read "
-                            f"{recordings[rec]}: {e}"
-                        ) from None
-                end = frames[rec]
-            if total + (end - start) > max_seconds * self.sample_rate:
-                continue
-            kept.append(items[i])
-            total += end - start
-        if not kept:
-            raise DataError(f"{self.data_dir}: every clip is longer than max_seconds={max_seconds}")
-        return sorted(kept, key=lambda item: kaldi_sort_key(item[0]))
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    @property
-    def total_seconds(self) -> float:
-        return sum(len(c) for c in self.clips) / self.sample_rate
-
-
-@functools.lru_cache(maxsize=16)
-def _load_set_cached(
-    data_dir: str, sample_rate: int, max_seconds: float | None, mtime_ns: int
-) -> AugmentationSet:
-    return AugmentationSet(data_dir, sample_rate, max_seconds)
-
-
-def load_augmentation_set(
-    data_dir: str | os.PathLike, sample_rate: int = 16000, max_seconds: float | None = None
-) -> AugmentationSet:
-    """:class:`AugmentationSet`, loaded once per process (re-read if ``wav.scp`` changes)."""
-    data_dir = Path(data_dir).resolve()
-    wav_scp = data_dir / "wav.scp"
-    if not wav_scp.is_file():
-        raise DataError(f"{data_dir}: not a data dir (no wav.scp)")
-    return _load_set_cached(str(data_dir), sample_rate, max_seconds, wav_scp.stat().st_mtime_ns)
-
-
-# -- the augmenter -------------------------------------------------------------------------
 
 
 def prepare_rir(rir: torch.Tensor, max_samples: int) -> torch.Tensor:
@@ -212,8 +45,8 @@ class NoiseCategory:
     name: str
     clips: AugmentationSet
     snr_db: tuple[float, float]
-    num_sources: tuple[int, int] = (1, 1)
-    weight: float = 1.0
+    num_sources: tuple[int, int]
+    weight: float
 
     def __post_init__(self) -> None:
         lo, hi = self.snr_db
@@ -295,10 +128,10 @@ class Augmenter:
 
     def __init__(
         self,
-        rirs: AugmentationSet | None = None,
-        rir_prob: float = 0.5,
-        noise: Sequence[NoiseCategory] = (),
-        noise_prob: float = 0.8,
+        rirs: AugmentationSet | None,
+        rir_prob: float,
+        noise: Sequence[NoiseCategory],
+        noise_prob: float,
         rir_max_seconds: float = 1.0,
     ) -> None:
         for name, p in (("rir_prob", rir_prob), ("noise_prob", noise_prob)):
@@ -502,77 +335,3 @@ def _reverberate(x: torch.Tensor, rir_spectra: torch.Tensor, n_fft: int) -> torc
     x32 = x.float()
     y = torch.fft.irfft(torch.fft.rfft(x32, n_fft) * rir_spectra, n_fft)[:, :length]
     return y * torch.sqrt(_power(x32) / (_power(y) + POWER_EPS))[:, None]
-
-
-# -- construction from configuration ---------------------------------------------------------
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg[key]`` (mapping) or ``cfg.key`` (dataclass); missing or None gives ``default``."""
-    value = cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
-    return default if value is None else value
-
-
-def _pair(value: Any, where: str, kind: type) -> tuple:
-    if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2):
-        raise DataError(f"config key '{where}' must be a [lo, hi] pair, got {value!r}")
-    try:
-        return kind(value[0]), kind(value[1])
-    except (TypeError, ValueError):
-        raise DataError(f"config key '{where}' must hold numbers, got {value!r}") from None
-
-
-def build_augmenter_from_config(
-    cfg: Any,
-    sample_rate: int = 16000,
-    device: torch.device | str | None = None,
-    num_samples: int | None = None,
-) -> Augmenter:
-    """Build from ``augment`` config (``sslsv.config.AugmentConfig`` or a plain mapping).
-
-    Keys: ``rir_dir`` ("" or absent: no reverb), ``rir_prob``, ``noise_prob``,
-    ``max_noise_seconds`` (cap per category; 0 or absent: none) and ``noise``: a mapping
-    ``name -> {data_dir, snr_db: [lo, hi], num_sources: [lo, hi], weight}``; missing
-    ``snr_db`` / ``num_sources`` take the MUSAN-style defaults of the name (noise, speech,
-    music). Errors name the offending key. With ``device`` and ``num_samples`` (the crop
-    length) the sets are laid out on the device now (:meth:`Augmenter.prepare`).
-    """
-    rir_dir = _get(cfg, "rir_dir") or None
-    rirs = load_augmentation_set(rir_dir, sample_rate) if rir_dir else None
-    max_seconds = _get(cfg, "max_noise_seconds") or None
-    categories = []
-    for name, sub in (_get(cfg, "noise") or {}).items():
-        where = f"augment.noise.{name}"
-        data_dir = _get(sub, "data_dir")
-        if not data_dir:
-            raise DataError(f"config key '{where}.data_dir' is missing or empty")
-        default_snr, default_sources = MUSAN_DEFAULTS.get(name, (None, (1, 1)))
-        snr = _get(sub, "snr_db", default_snr)
-        if snr is None:
-            raise DataError(f"config key '{where}.snr_db' is required for category {name!r}")
-        try:
-            categories.append(
-                NoiseCategory(
-                    name=name,
-                    clips=load_augmentation_set(data_dir, sample_rate, max_seconds),
-                    snr_db=_pair(snr, f"{where}.snr_db", float),
-                    num_sources=_pair(
-                        _get(sub, "num_sources", default_sources), f"{where}.num_sources", int
-                    ),
-                    weight=float(_get(sub, "weight", 1.0)),
-                )
-            )
-        except ValueError as e:
-            if isinstance(e, DataError):
-                raise
-            raise DataError(f"config key '{where}': {e}") from None
-    augmenter = Augmenter(
-        rirs=rirs,
-        rir_prob=float(_get(cfg, "rir_prob", 0.5)),
-        noise=categories,
-        noise_prob=float(_get(cfg, "noise_prob", 0.8)),
-    )
-    if device is not None and num_samples is not None:
-        augmenter.prepare(device, num_samples)
-    log.info(augmenter.describe())
-    return augmenter

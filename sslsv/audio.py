@@ -1,0 +1,246 @@
+"""The one audio reader: every stage reads utterances through these functions.
+
+An utterance is an :class:`AudioSource`: a file, or the span ``[start, end)`` (seconds) of a
+recording when its data dir has a ``segments`` file. Readers take the sample rate they must
+return explicitly, resample (band-limited, torchaudio's windowed sinc) when the file is at
+another rate, and keep the first channel. Headers are probed without decoding, in parallel.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+
+from sslsv.errors import DataError
+from sslsv.fileio import kaldi_sort_key
+
+#: File name endings the corpus walkers take for audio (soundfile reads all three).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """Where an utterance's audio lives: a file, optionally a ``[start, end)`` span (seconds;
+    ``end`` None: to the end of the file)."""
+
+    path: str
+    start: float = 0.0
+    end: float | None = None
+
+
+def _as_source(source: AudioSource | str | os.PathLike) -> AudioSource:
+    return source if isinstance(source, AudioSource) else AudioSource(os.fspath(source))
+
+
+def _span(source: AudioSource, f: sf.SoundFile) -> tuple[int, int]:
+    """(first frame, number of frames) of ``source`` in the open file, at its native rate."""
+    rate = f.samplerate
+    start = min(round(source.start * rate), f.frames)
+    stop = f.frames if source.end is None else min(f.frames, round(source.end * rate))
+    return start, max(0, stop - start)
+
+
+def _who(utt: str) -> str:
+    return f"utterance {utt!r}: " if utt else ""
+
+
+def _describe(source: AudioSource) -> str:
+    if source.start == 0 and source.end is None:
+        return source.path
+    end = "end" if source.end is None else f"{source.end:g} s"
+    return f"{source.path} [{source.start:g} s, {end})"
+
+
+# ----------------------------------------------------------------------------- resampling
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(rate: int, target: int):  # -> torchaudio.transforms.Resample
+    # The transform keeps its filter bank, which costs as much to build as to apply. Imported
+    # here: torch costs seconds to import, and most readers never resample.
+    import torchaudio.transforms
+
+    return torchaudio.transforms.Resample(rate, target)
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Band-limited (windowed-sinc, torchaudio's defaults) resampling of a 1-D signal."""
+    import torch
+
+    signal = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    with torch.no_grad():
+        return _resampler(rate, target)(signal).numpy()
+
+
+def _resample_context(rate: int, target: int) -> tuple[int, int, int]:
+    """(native block, target block, context blocks) for reading a span and resampling it.
+
+    After reduction by the gcd, ``native`` input samples make exactly ``target`` output
+    samples; a read that starts on a block boundary therefore lines up with the whole-file
+    result, and ``context`` blocks either side cover the resampling filter (torchaudio's
+    default: 6 zero crossings at 0.99 of the lower Nyquist), so a crop equals the matching
+    slice of the resampled file.
+    """
+    g = math.gcd(rate, target)
+    native, out = rate // g, target // g
+    filter_width = math.ceil(6 * native / (min(native, out) * 0.99))
+    return native, out, -(-(filter_width + native + 1) // native)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_audio(
+    source: AudioSource | str | os.PathLike, *, sample_rate: int, utt: str = ""
+) -> np.ndarray:
+    """A whole utterance: first channel, float32, at ``sample_rate`` (resampled when the
+    file is at another rate; the output keeps the samples that fall inside the span)."""
+    source = _as_source(source)
+    try:
+        with sf.SoundFile(source.path) as f:
+            rate = f.samplerate
+            first, total = _span(source, f)
+            f.seek(first)
+            audio = f.read(total, dtype="float32", always_2d=True)[:, 0]
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise DataError(f"{_who(utt)}cannot read {_describe(source)}: {e}") from None
+    if rate != sample_rate and audio.size:
+        audio = resample(audio, rate, sample_rate)[: total * sample_rate // rate]
+    return audio
+
+
+def read_crop(
+    source: AudioSource | str | os.PathLike,
+    start: int,
+    length: int,
+    *,
+    sample_rate: int,
+    utt: str = "",
+) -> np.ndarray:
+    """``length`` samples of an utterance from ``start`` (first channel), looped when the
+    utterance is shorter.
+
+    ``start`` and ``length`` count samples at ``sample_rate`` from the utterance's start; a
+    file at another rate is read over the same time span (plus filter context) and
+    resampled, so the crop equals the matching slice of :func:`read_audio`'s output. Only
+    the crop is read: a segment of a long recording costs a seek.
+    """
+    source = _as_source(source)
+    try:
+        with sf.SoundFile(source.path) as f:
+            rate = f.samplerate
+            offset, total = _span(source, f)
+            if total == 0:
+                raise DataError(f"{_who(utt)}{_describe(source)} is empty")
+
+            def read(first: int, frames: int) -> np.ndarray:
+                f.seek(offset + first)
+                return f.read(frames, dtype="float32", always_2d=True)[:, 0]
+
+            if rate == sample_rate:
+                if total <= length:
+                    return np.resize(read(0, total), length)
+                return read(min(start, total - length), length)
+            total_out = total * sample_rate // rate
+            if total_out <= length:
+                return np.resize(resample(read(0, total), rate, sample_rate)[:total_out], length)
+            start = min(start, total_out - length)
+            native, out, context = _resample_context(rate, sample_rate)
+            first = max(0, start // out - context)
+            last = min(-(-total // native), -(-(start + length) // out) + context)
+            span = read(first * native, min(total, last * native) - first * native)
+            skip = start - first * out
+            return resample(span, rate, sample_rate)[skip : skip + length]
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise DataError(f"{_who(utt)}cannot read {_describe(source)}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- headers
+
+
+class AudioInfo(NamedTuple):
+    """What a file header says; ``error`` is set (and the rest zero) when it is unreadable."""
+
+    frames: int = 0
+    sample_rate: int = 0
+    channels: int = 0
+    error: str | None = None
+    #: Set when the duration comes from a table rather than the header (``frames`` is then
+    #: its rounding to samples).
+    seconds: float | None = None
+
+    @property
+    def duration(self) -> float:
+        if self.seconds is not None:
+            return self.seconds
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def probe_audio_file(path: str) -> AudioInfo:
+    """Read one header; any failure becomes ``AudioInfo(error=...)`` rather than an exception."""
+    try:
+        info = sf.info(path)
+    except Exception as e:  # every failure is reported per file by the caller
+        message = str(e).strip().replace("\n", " ") or type(e).__name__
+        return AudioInfo(error=message)
+    if info.samplerate <= 0:
+        return AudioInfo(error=f"bad sample rate {info.samplerate}")
+    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def _probe_chunk(paths: list[str]) -> list[AudioInfo]:
+    return [probe_audio_file(p) for p in paths]
+
+
+def default_jobs() -> int:
+    """Worker processes used when the caller does not say: the CPUs, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def probe_audio_files(paths: list[str], nj: int = 1) -> list[AudioInfo]:
+    """:func:`probe_audio_file` for each path, in order, using ``nj`` processes."""
+    if nj < 1:
+        raise ValueError(f"nj must be >= 1, got {nj}")
+    # Below a few hundred files a pool costs more than it saves.
+    if nj == 1 or len(paths) < 256:
+        return _probe_chunk(paths)
+    size = max(64, -(-len(paths) // (nj * 8)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    with ProcessPoolExecutor(max_workers=nj) as pool:
+        return [info for chunk in pool.map(_probe_chunk, chunks) for info in chunk]
+
+
+# ----------------------------------------------------------------------------- finding files
+
+
+def find_audio_files(folder: str | os.PathLike) -> list[Path]:
+    """Audio files (:data:`AUDIO_EXTENSIONS`) under ``folder``, in ``LC_ALL=C`` path order.
+
+    Links are followed, each real folder once (a link loop ends); hidden files and folders
+    are skipped.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [
+            Path(dirpath) / name
+            for name in filenames
+            if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS)
+        ]
+    return sorted(found, key=lambda p: kaldi_sort_key(str(p)))

@@ -1,0 +1,184 @@
+"""What an experiment config is: one typed dataclass per section, with its defaults.
+
+Enumerated values are ``Literal`` types and numerical ranges are :func:`checked` fields,
+so a section states what it accepts next to each key; :mod:`sslsv.config.load` reads YAML
+into these classes and checks all of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Precision = Literal["fp32", "bf16"]
+ScoringBackend = Literal["cosine", "plda"]
+ScoreNorm = Literal["none", "z", "t", "s", "as"]
+
+
+def checked(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    minimum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """A dataclass field whose value (or each item of a list value) must lie in a range,
+    checked at load: ``minimum <= x``, ``above < x``, ``x < below``, ``x <= maximum``."""
+    bounds = {"minimum": minimum, "above": above, "below": below, "maximum": maximum}
+    meta = {"bounds": {k: v for k, v in bounds.items() if v is not None}}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class FeaturesConfig:
+    """Log-mel front end (the paper's: 40 bins, 25 ms Hamming, 10 ms hop, 512-point FFT)."""
+
+    # Every reader resamples to this rate: crops, durations and the front end all follow it.
+    sample_rate: int = checked(16000, minimum=1000)
+    n_mels: int = checked(40, minimum=1)
+    n_fft: int = checked(512, minimum=2)
+    win_length: int = checked(400, minimum=1)
+    hop_length: int = checked(160, minimum=1)
+    f_min: float = checked(20.0, minimum=0)
+    f_max: float = checked(7600.0, above=0)
+    log_offset: float = checked(1e-6, above=0)
+
+
+@dataclass
+class EncoderConfig:
+    """An encoder from the registry (``sslsv.models``) and its constructor arguments."""
+
+    name: str = "fast_resnet34"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """NT-Xent-AM: cosine logits times ``scale``; ``margin`` subtracted from positives."""
+
+    scale: float = checked(30.0, above=0)
+    margin: float = checked(0.1, minimum=0, below=1)
+    symmetric: bool = True
+    # Share of training (0-1) over which the margin ramps linearly from 0 to ``margin``.
+    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+
+
+@dataclass
+class MethodConfig:
+    """SSL method: a name of the registry (``sslsv.methods``: ``simclr``, ``moco``)."""
+
+    name: str = "simclr"
+    # Hidden/out sizes of an optional MLP projector; empty means none (the paper's SimCLR).
+    projector: list[int] = checked(factory=list, minimum=1)
+    momentum: float = checked(0.999, minimum=0, maximum=1)
+    queue_size: int = checked(32768, minimum=1)
+
+
+#: MUSAN-style defaults per noise category name: (snr_db, num_sources).
+MUSAN_DEFAULTS: dict[str, tuple[list[float], list[int]]] = {
+    "noise": ([0.0, 15.0], [1, 1]),
+    "speech": ([13.0, 20.0], [3, 7]),
+    "music": ([5.0, 15.0], [1, 1]),
+}
+
+
+@dataclass
+class NoiseCategoryConfig:
+    """One noise category: a data dir of clips, an SNR range (dB), the number of clips summed
+    (babble) and a weight (categories are picked in proportion). Unset ``snr_db`` and
+    ``num_sources`` take the defaults of the category's name (:data:`MUSAN_DEFAULTS`)."""
+
+    data_dir: str = ""
+    snr_db: list[float] | None = None
+    num_sources: list[int] | None = checked(None, minimum=1)
+    weight: float = checked(1.0, above=0)
+
+
+@dataclass
+class AugmentConfig:
+    """Waveform augmentation of each crop: reverberation, then additive noise."""
+
+    enabled: bool = True
+    rir_dir: str = ""
+    rir_prob: float = checked(0.5, minimum=0, maximum=1)
+    noise_prob: float = checked(0.8, minimum=0, maximum=1)
+    noise: dict[str, NoiseCategoryConfig] = field(default_factory=dict)
+    # Cap on seconds of noise audio held in memory per category (0: none).
+    max_noise_seconds: float = checked(3600.0, minimum=0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = checked(150, minimum=1)
+    batch_size: int = checked(256, minimum=2)  # global, whatever the number of processes
+    crop_seconds: float = checked(2.0, above=0)
+    lr: float = checked(1e-3, above=0)
+    weight_decay: float = checked(0.0, minimum=0)
+    lr_decay: float = checked(0.95, above=0, maximum=1)
+    lr_decay_every: int = checked(5, minimum=1)  # epochs
+    num_workers: int = checked(4, minimum=0)
+    seed: int = 0
+    precision: Precision = "fp32"
+    compile: bool = False
+    channels_last: bool = False  # NHWC layout for 2-D convolutions (ResNets; tensor cores)
+    deterministic: bool = False
+    sync_batchnorm: bool = True
+    checkpoint_every: int = checked(1, minimum=1)  # epochs
+    # Also mid-epoch (0: no); resumes continue at that step.
+    checkpoint_every_steps: int = checked(0, minimum=0)
+    keep_checkpoints: int = checked(5, minimum=1)
+    average_last: int = checked(1, minimum=1)  # average the last N epoch checkpoints: final.pt
+    log_every: int = checked(10, minimum=1)  # steps: loss read from the device, bar, TensorBoard
+
+
+@dataclass
+class ExtractConfig:
+    """Stage 3. ``crop_seconds: 0`` embeds each utterance whole, one at a time; otherwise an
+    utterance is ``num_crops`` evenly spaced crops (the reference sslsv protocol), and the
+    crops of ``batch_size // num_crops`` utterances (at least one) share a forward pass."""
+
+    crop_seconds: float = checked(0.0, minimum=0)
+    num_crops: int = checked(6, minimum=1)
+    batch_size: int = checked(256, minimum=1)
+    num_workers: int = checked(4, minimum=0)  # DataLoader readers per CUDA job; CPU: in-process
+
+    def describe(self) -> str:
+        """The embedding protocol in words, for logs and RESULTS."""
+        if self.crop_seconds == 0:
+            return "whole utterances"
+        return f"mean of {self.num_crops} crops of {self.crop_seconds:g} s"
+
+
+@dataclass
+class ScoringConfig:
+    """Stages 4-5. ``cosine`` with mean subtraction and per-utterance cohorts is label-free;
+    ``plda`` (and LDA) and ``cohort_speaker_means`` use the training set's speaker labels."""
+
+    backend: ScoringBackend = "cosine"
+    subtract_mean: bool = True  # cosine: subtract the mean training embedding
+    lda_dim: int = checked(0, minimum=0)  # plda: LDA dimension before PLDA (0: none)
+    whiten: bool = False  # plda: whiten before LDA/PLDA
+    plda_iters: int = checked(10, minimum=0)
+    norm: ScoreNorm = "none"  # cohort: the training set's embeddings
+    top_k: int = checked(300, minimum=1)  # as-norm: cohort scores per side
+    cohort_speaker_means: bool = False
+    p_target: list[float] = checked(factory=lambda: [0.01], above=0, below=1)
+
+
+@dataclass
+class Config:
+    experiment: str = "simclr_ntxent_am"
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)

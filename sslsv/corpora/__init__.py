@@ -1,0 +1,1 @@
+"""Corpus importers: one module per corpus family, all writing through ``importer``."""
