@@ -38,6 +38,16 @@ def make_tone_data_dir(root: Path, speakers: int = 4, utts: int = 4, seconds: fl
     return data_dir
 
 
+def sine_file(path: Path, rate: int, freq: float, seconds: float, channels: int = 1) -> None:
+    """A 0.5-amplitude sine as float WAV; a second channel (-0.3 x) checks that readers take
+    the first one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(round(rate * seconds)) / rate
+    x = 0.5 * np.sin(2 * np.pi * freq * t)
+    data = np.stack([x, -0.3 * x], axis=1)[:, :channels]
+    sf.write(path, data.astype(np.float32), rate, subtype="FLOAT")
+
+
 @pytest.fixture
 def tone_data_dir(tmp_path: Path) -> Path:
     return make_tone_data_dir(tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import sine_file
 
 from sslsv.audio import (
     AudioSource,
@@ -21,15 +22,6 @@ from sslsv.audio import (
 from sslsv.errors import DataError
 
 RATE = 16000
-
-
-def sine_file(path: Path, rate: int, freq: float, seconds: float, channels: int = 1) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(round(rate * seconds)) / rate
-    x = 0.5 * np.sin(2 * np.pi * freq * t)
-    # The second channel differs, so reading the first one is checked too.
-    data = np.stack([x, -0.3 * x], axis=1)[:, :channels]
-    sf.write(path, data.astype(np.float32), rate, subtype="FLOAT")
 
 
 @pytest.mark.parametrize(

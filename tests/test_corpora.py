@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import sine_file
 
 import sslsv.corpora.transcode
 from sslsv.audio import read_audio
@@ -413,15 +414,6 @@ def test_no_audio_check_chunks_from_durations(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- readers
-
-
-def sine_file(path: Path, rate: int, freq: float, seconds: float, channels: int = 1) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(round(rate * seconds)) / rate
-    x = 0.5 * np.sin(2 * np.pi * freq * t)
-    # The second channel differs, so reading the first one is checked too.
-    data = np.stack([x, -0.3 * x], axis=1)[:, :channels]
-    sf.write(path, data.astype(np.float32), rate, subtype="FLOAT")
 
 
 def test_resampled_data_dir_trains_and_extracts_at_16k(tmp_path: Path) -> None:

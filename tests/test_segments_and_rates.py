@@ -101,15 +101,10 @@ def test_segments_through_stages_1_2_and_3_equal_cut_files(segmented_and_cut, tm
 
     # Stage 2: the same training crops, so the same model.
     for d in (seg_dir, cut_dir):
-        argv = [
-            "--config",
-            str(config),
-            "--data",
-            str(d),
-            "--exp-dir",
-            str(tmp_path / f"exp-{d.name}"),
-        ]
-        assert train_cli.main(argv) == 0
+        exp = tmp_path / f"exp-{d.name}"
+        assert (
+            train_cli.main(["--config", str(config), "--data", str(d), "--exp-dir", str(exp)]) == 0
+        )
     seg_model = load_safe(tmp_path / "exp-segmented" / "final.pt")["model"]
     cut_model = load_safe(tmp_path / "exp-cut" / "final.pt")["model"]
     for key, value in cut_model.items():
@@ -183,14 +178,8 @@ def test_an_8k_config_is_honoured_everywhere(tone_data_dir, tmp_path):
         (eight / name).write_text((tone_data_dir / name).read_text())
     got = {}
     for d in (tone_data_dir, eight):
-        argv = [
-            "--config",
-            str(config),
-            "--data",
-            str(d),
-            "--feats-dir",
-            str(tmp_path / f"f-{d.name}"),
-        ]
+        feats_dir = tmp_path / f"f-{d.name}"
+        argv = ["--config", str(config), "--data", str(d), "--feats-dir", str(feats_dir)]
         assert compute_features.main(argv) == 0
         assert features(d)[next(iter(wavs))].shape[1] == cfg.features.n_mels
         out = tmp_path / f"emb-{d.name}"

@@ -397,20 +397,28 @@ def keep_trials(
 def write(
     dest: Path,
     tables: dict[str, list[tuple[str, str]]],
+    utt2spk: dict[str, str],
     trials: dict[str, list[Trial]],
     excluded: list[tuple[str, str, str]],
     dropped_trials: list[str],
 ) -> int:
-    """Write the data dir (atomically, read back and validated); returns the speaker count."""
+    """Write the data dir (atomically, read back and validated); returns the speaker count.
+
+    ``tables`` and ``utt2spk`` are emptied once written, so that the read-back check of a
+    million-entry import does not hold them too.
+    """
     with atomic_dir(dest) as tmp:
-        utt2spk = tables["utt2spk"]
         for name, rows in tables.items():
             # Sorting (key, value) pairs whose keys are unique sorts by key, in plain str order
             # (= LC_ALL=C); near-free when the rows already are in order (no chunks).
             rows.sort()
             write_table(tmp / name, rows, sort=False)
-        spk2utt = spk2utt_from_utt2spk(dict(utt2spk))
+        tables.clear()
+        spk2utt = spk2utt_from_utt2spk(utt2spk)
+        utt2spk.clear()
+        num_spk = len(spk2utt)
         write_table(tmp / "spk2utt", [(s, " ".join(u)) for s, u in spk2utt.items()], sort=False)
+        del spk2utt
         for name, kept in trials.items():
             write_trials(tmp / name, kept)
         with atomic_write(tmp / "excluded.txt") as f:
@@ -420,7 +428,7 @@ def write(
                 f.writelines(dropped_trials)
         # Independent check of what was written, read back from the files.
         validate_data_dir(tmp, check_wav_exists=False)
-    return len(spk2utt)
+    return num_spk
 
 
 def import_recordings(
@@ -443,8 +451,8 @@ def import_recordings(
     filtered = filter_audio(items, probe(items, dest, options, chunk_seconds), dest, options)
     del items
     tables = tabulate(filtered, options, chunk_seconds)
-    utts = {utt for utt, _ in tables["utt2spk"]}
-    trials, dropped = keep_trials(trial_lists, utts)
+    utt2spk = dict(tables["utt2spk"])
+    trials, dropped = keep_trials(trial_lists, utt2spk)
     if dropped:
         log.warning(
             "%d trials name an excluded utterance and were dropped; listed in %s",
@@ -454,7 +462,8 @@ def import_recordings(
     num_files, excluded = len(filtered.kept), filtered.excluded
     bad, multichannel = filtered.bad, filtered.multichannel
     del filtered
-    num_spk = write(dest, tables, trials, excluded, dropped)
+    num_utts = len(utt2spk)
+    num_spk = write(dest, tables, utt2spk, trials, excluded, dropped)
 
     reasons: dict[str, int] = {}
     for _, why, _ in excluded:
@@ -464,7 +473,7 @@ def import_recordings(
     log.info(
         "%s: %d utterances of %d speakers from %d files; %s",
         dest,
-        len(utts),
+        num_utts,
         num_spk,
         num_files,
         f"excluded {len(excluded)} files ({summary}), listed in {dest / 'excluded.txt'}"
@@ -473,7 +482,7 @@ def import_recordings(
     )
     return ImportReport(
         dest=dest,
-        utterances=len(utts),
+        utterances=num_utts,
         speakers=num_spk,
         excluded=excluded,
         bad=bad,
