@@ -9,6 +9,7 @@ another rate, and keep the first channel. Headers are probed without decoding, i
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +21,9 @@ import numpy as np
 import soundfile as sf
 
 from sslsv.errors import DataError
-from sslsv.fileio import kaldi_sort_key
+from sslsv.fileio import atomic_write, kaldi_sort_key
+
+log = logging.getLogger(__name__)
 
 #: File name endings the corpus walkers take for audio (soundfile reads all three).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -52,7 +55,8 @@ def _who(utt: str) -> str:
     return f"utterance {utt!r}: " if utt else ""
 
 
-def _describe(source: AudioSource) -> str:
+def describe_source(source: AudioSource) -> str:
+    """A source in words: its path, with the span when it is a segment."""
     if source.start == 0 and source.end is None:
         return source.path
     end = "end" if source.end is None else f"{source.end:g} s"
@@ -111,7 +115,7 @@ def read_audio(
             f.seek(first)
             audio = f.read(total, dtype="float32", always_2d=True)[:, 0]
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise DataError(f"{_who(utt)}cannot read {_describe(source)}: {e}") from None
+        raise DataError(f"{_who(utt)}cannot read {describe_source(source)}: {e}") from None
     if rate != sample_rate and audio.size:
         audio = resample(audio, rate, sample_rate)[: total * sample_rate // rate]
     return audio
@@ -139,7 +143,7 @@ def read_crop(
             rate = f.samplerate
             offset, total = _span(source, f)
             if total == 0:
-                raise DataError(f"{_who(utt)}{_describe(source)} is empty")
+                raise DataError(f"{_who(utt)}{describe_source(source)} is empty")
 
             def read(first: int, frames: int) -> np.ndarray:
                 f.seek(offset + first)
@@ -160,7 +164,38 @@ def read_crop(
             skip = start - first * out
             return resample(span, rate, sample_rate)[skip : skip + length]
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise DataError(f"{_who(utt)}cannot read {_describe(source)}: {e}") from None
+        raise DataError(f"{_who(utt)}cannot read {describe_source(source)}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- silence
+
+#: An utterance whose RMS level is below this is digitally silent (or nearly): a dead
+#: channel, a file of zeros. Real quiet speech sits far above (-50 dBFS is very quiet).
+SILENCE_DBFS = -70.0
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    """True when ``audio`` is digitally silent or nearly (RMS below :data:`SILENCE_DBFS`)."""
+    if audio.size == 0:
+        return True
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    return rms < 10 ** (SILENCE_DBFS / 20)
+
+
+def report_silent(silent: list[str], listing: Path, on_silence: str) -> None:
+    """List digitally silent utterances in ``listing``; warn, or with ``on_silence`` "error"
+    refuse: their embeddings say nothing, and any two of them score near 1."""
+    with atomic_write(listing) as f:
+        f.writelines(f"{utt}\n" for utt in silent)
+    if not silent:
+        return
+    message = (
+        f"{len(silent)} utterances are digitally silent (RMS below {SILENCE_DBFS:g} dBFS, e.g. "
+        f"{', '.join(silent[:5])}); listed in {listing}"
+    )
+    if on_silence == "error":
+        raise DataError(message)
+    log.warning("%s", message)
 
 
 # ----------------------------------------------------------------------------- headers

@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import kaldiio
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sslsv.audio import read_audio
+from sslsv.audio import is_silent, read_audio
+from sslsv.backend.embeddings import read_matrix
 from sslsv.config.schema import ExtractConfig
 from sslsv.datadir.io import read_audio_sources
 from sslsv.errors import DataError
@@ -65,8 +65,9 @@ class UtteranceSource(Dataset):
     def __init__(
         self, data_dir: Path, use_feats: bool, options: ExtractConfig, model: EmbeddingModel
     ) -> None:
+        self.feats_scp = data_dir / "feats.scp"
         if use_feats:
-            self.items = list(read_dict(data_dir / "feats.scp").items())
+            self.items = list(read_dict(self.feats_scp).items())
         else:
             self.items = list(read_audio_sources(data_dir).items())
         self.use_feats, self.options = use_feats, options
@@ -77,20 +78,21 @@ class UtteranceSource(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor, bool]:
+        """(utterance, model input, whether its audio is digitally silent)."""
         utt, source = self.items[index]
         if self.use_feats:
-            try:
-                signal = np.asarray(kaldiio.load_mat(source), dtype=np.float32).T
-            except Exception as e:  # kaldiio raises several types for a damaged ark
-                raise DataError(f"utterance {utt!r}: cannot read features {source}: {e}") from None
+            signal = np.asarray(read_matrix(source, self.feats_scp, utt), dtype=np.float32).T
+            silent = False  # stage 1 flagged it
         else:
             signal = read_audio(source, sample_rate=self.sample_rate, utt=utt)
+            silent = is_silent(signal)
         if signal.shape[-1] == 0:
             raise DataError(f"utterance {utt!r}: {getattr(source, 'path', source)} is empty")
         if self.options.crop_seconds == 0:
-            return utt, torch.from_numpy(np.ascontiguousarray(signal[None]))
-        return utt, torch.from_numpy(take_crops(signal, self.crop, self.options.num_crops))
+            return utt, torch.from_numpy(np.ascontiguousarray(signal[None])), silent
+        crops = torch.from_numpy(take_crops(signal, self.crop, self.options.num_crops))
+        return utt, crops, silent
 
 
 @torch.inference_mode()
@@ -101,11 +103,13 @@ def embed_data_dir(
     device: str | torch.device,
     writer: Callable[[str, np.ndarray], None],
     options: ExtractConfig | None = None,
+    silent: list[str] | None = None,
 ) -> int:
     """Write one embedding per utterance of ``data_dir`` through ``writer``, in order.
 
     ``use_feats``: read ``feats.scp`` (raw log-mels as stage 1 writes them) instead of
-    computing log-mels from ``wav.scp``. Returns the number of utterances.
+    computing log-mels from ``wav.scp``. Digitally silent utterances are appended to
+    ``silent`` when given. Returns the number of utterances.
     """
     options = options or ExtractConfig()
     device = torch.device(device)
@@ -121,11 +125,13 @@ def embed_data_dir(
         prefetch_factor=4 if options.num_workers > 0 else None,
     )
     count = 0
-    for utts, x in loader:
+    for utts, x, quiet in loader:
         if full:
-            utts = [utts]
+            utts, quiet = [utts], [quiet]
         else:
             x = x.flatten(0, 1)  # (utterances x crops, ...)
+        if silent is not None:
+            silent += [u for u, q in zip(utts, quiet, strict=True) if q]
         x = x.to(device, non_blocking=True)
         embeddings = model.forward_features(x) if use_feats else model(x)
         if not full:
@@ -134,9 +140,7 @@ def embed_data_dir(
         embeddings = embeddings.float().cpu().numpy()
         for utt, embedding in zip(utts, embeddings, strict=True):
             if not np.isfinite(embedding).all():
-                raise DataError(
-                    f"utterance {utt!r}: non-finite embedding (silent or broken audio?)"
-                )
+                raise DataError(f"utterance {utt!r}: non-finite embedding (broken audio?)")
             writer(utt, embedding)
         count += len(utts)
     return count

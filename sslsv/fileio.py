@@ -66,7 +66,32 @@ def _umask() -> int:
 
 def kaldi_sort_key(key: str) -> bytes:
     """Sort key matching ``LC_ALL=C sort`` (byte order of the UTF-8 encoding)."""
-    return key.encode("utf-8")
+    return key.encode("utf-8", "surrogateescape")  # file names may hold raw bytes
+
+
+def _first_bad_byte(path: str | os.PathLike) -> str:
+    """Where the first byte of ``path`` that is not UTF-8 is, in words (file:line)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1}); tables are UTF-8: convert it (iconv -f latin1 -t utf-8)"
+                )
+    return f"{path}: not UTF-8 text"
+
+
+@contextlib.contextmanager
+def utf8_text(path: str | os.PathLike, newline: str | None = None) -> Iterator[IO[str]]:
+    """Open a text file to read; a byte that is not UTF-8 ends the read with a DataError
+    naming the file and line (found by a second pass only then: no cost when it is UTF-8)."""
+    try:
+        with open(path, encoding="utf-8", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError:
+        raise DataError(_first_bad_byte(path)) from None
 
 
 def read_table(path: str | os.PathLike, min_fields: int = 2) -> list[tuple[str, str]]:
@@ -79,7 +104,7 @@ def read_table(path: str | os.PathLike, min_fields: int = 2) -> list[tuple[str, 
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip():

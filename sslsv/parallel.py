@@ -14,12 +14,16 @@ The options are split like shell words and passed on as arguments, never execute
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from sslsv.errors import UserError
 
@@ -89,12 +93,54 @@ def run_jobs(
         )
 
 
-def _failure(job: int, code: int | None, log_path: Path) -> str:
+def _failure(job: int, code: int | None, log_path: Path, tail: str | None = None) -> str:
     if code is None:
         what = "did not finish (no exit status: cancelled, out of time or memory?)"
     else:
         what = f"failed (exit {code})"
-    return f"job {job} {what}; {log_path} ends with:\n{_tail(log_path)}"
+    return (
+        f"job {job} {what}; {log_path} ends with:\n{tail if tail is not None else _tail(log_path)}"
+    )
+
+
+class _JobOutput(threading.Thread):
+    """Copies a job's output into its log file and keeps its last lines in memory, so that
+    a failure is reported with its message even when the log cannot be written (a full
+    disk: often the very reason the job failed)."""
+
+    def __init__(self, stream: IO[bytes], log_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.log_path = stream, log_path
+        self.last: collections.deque[str] = collections.deque(maxlen=15)
+        self.log_error: OSError | None = None
+
+    def run(self) -> None:
+        try:
+            log = open(self.log_path, "w", encoding="utf-8")
+        except OSError as e:
+            log, self.log_error = None, e
+        for raw in iter(self.stream.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            self.last.append(line)
+            if log is None:
+                continue
+            try:
+                log.write(line)
+                log.flush()
+            except OSError as e:  # keep reading: the job must not block on a full pipe
+                self.log_error = e
+                with contextlib.suppress(OSError):
+                    log.close()
+                log = None
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
+
+    def tail(self) -> str:
+        text = "".join(self.last)
+        if self.log_error is not None:
+            text += f"(the log could not be written: {self.log_error})\n"
+        return text
 
 
 def _run_processes(
@@ -115,19 +161,25 @@ def _run_processes(
     running = []
     for job in jobs:
         log_path = log_dir / f"{name}.{job}.log"
-        with open(log_path, "w", encoding="utf-8") as log:
-            try:
-                proc = subprocess.Popen(
-                    [*prefix, *command_for_job(job)], stdout=log, stderr=subprocess.STDOUT, env=env
-                )
-            except FileNotFoundError as e:  # srun (or the program) is not installed here
-                failures.append(f"job {job} could not start: {e}")
-                continue
-        running.append((job, proc, log_path))
-    for job, proc, log_path in running:
+        try:
+            proc = subprocess.Popen(
+                [*prefix, *command_for_job(job)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        except FileNotFoundError as e:  # srun (or the program) is not installed here
+            failures.append(f"job {job} could not start: {e}")
+            continue
+        output = _JobOutput(proc.stdout, log_path)
+        output.start()
+        running.append((job, proc, log_path, output))
+    for job, proc, log_path, output in running:
         code = proc.wait()
+        output.join()
+        proc.stdout.close()
         if code != 0:
-            failures.append(_failure(job, code, log_path))
+            failures.append(_failure(job, code, log_path, output.tail()))
     return failures
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from sslsv.datadir.io import read_trials
 from sslsv.errors import DataError
-from sslsv.fileio import atomic_write
+from sslsv.fileio import atomic_write, utf8_text
 
 
 def write_scores(
@@ -41,7 +41,7 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     if not Path(path).is_file():
         raise DataError(f"{path}: file not found")
     enrolls, tests, values = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if len(fields) != 3:

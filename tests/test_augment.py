@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -486,7 +485,7 @@ def read_set(folder: Path) -> dict[str, bytes]:
     return {utt: Path(path).read_bytes() for utt, path in wavs.items()}
 
 
-def test_build_small_sets_determinism_and_rerun(tmp_path):
+def test_build_small_sets_determinism_and_rerun(tmp_path, caplog):
     rng = np.random.default_rng(0)
     noise_8k = tmp_path / "in" / "fan noise.wav"  # 8 kHz: resampled; space in the name
     noise_8k.parent.mkdir()
@@ -510,7 +509,7 @@ def test_build_small_sets_determinism_and_rerun(tmp_path):
     assert sorted(sets) == ["music", "noise", "rirs", "speech"]
     assert list(read_dict(sets["music"] / "wav.scp")) == ["music-tune-000"]  # 7 s: 5 (+2 dropped)
     for folder in sets.values():
-        assert (folder / ".done").is_file()
+        assert folder.with_name(folder.name + ".stamp").is_file()
         utt2spk = read_dict(folder / "utt2spk")
         assert all(u == s for u, s in utt2spk.items())
         assert read_dict(folder / "spk2utt") == {u: u for u in utt2spk}
@@ -548,18 +547,31 @@ def test_build_small_sets_determinism_and_rerun(tmp_path):
     other = build_aug_sets(tmp_path / "c", seed=4, **kwargs)
     assert read_set(other["rirs"]) != read_set(sets["rirs"])
 
-    # A rerun skips finished sets; other settings are refused, not mixed in.
-    stamp = (sets["rirs"] / "wav.scp").stat().st_mtime_ns
+    # A rerun reuses finished sets; other settings, or changed sources (a babble utterance
+    # replaced, same path), rebuild the set whole and say what changed.
+    built = (sets["rirs"] / "wav.scp").stat().st_mtime_ns
     assert build_rir_set(sets["rirs"], 5, seed=3) is False
-    assert (sets["rirs"] / "wav.scp").stat().st_mtime_ns == stamp
-    with pytest.raises(DataError, match="num_rirs"):
-        build_rir_set(sets["rirs"], 6, seed=3)
-    assert json.loads((sets["rirs"] / ".done").read_text())["num_rirs"] == 5
+    assert (sets["rirs"] / "wav.scp").stat().st_mtime_ns == built
+    with caplog.at_level(logging.INFO):
+        assert build_rir_set(sets["rirs"], 6, seed=3) is True
+    assert "rebuilt: settings (num_rirs 5 -> 6)" in caplog.text
+    assert len(read_dict(sets["rirs"] / "wav.scp")) == 6
+    first = next(iter(read_dict(train / "wav.scp").values()))
+    sf.write(first, np.zeros(SR * 3, dtype=np.float32), SR)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert build_aug_sets(tmp_path / "a", seed=3, **kwargs)["speech"] == sets["speech"]
+    assert "speech: rebuilt: sources changed" in caplog.text
+    assert "noise: already built from these inputs, reused" in caplog.text
     assert not list((tmp_path / "a").glob(".*tmp*"))  # no temporary folders left
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    with pytest.raises(DataError, match="exists but was not made by make_aug_sets"):
+        build_rir_set(foreign, 2, seed=0)
 
 
 def test_noise_set_without_sources_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="noise files or num_colored"):
+    with pytest.raises(DataError, match="noise files or num_colored"):
         build_noise_set(tmp_path / "noise", [], num_colored=0)
     assert not (tmp_path / "noise").exists()
 
@@ -602,8 +614,9 @@ def test_cli(tmp_path, caplog):
         len(summary) == 1 and "rirs (3 clips)" in summary[0] and "not built: speech" in summary[0]
     )
     assert not (out / "speech").exists() and not (out / "music").exists()
-    assert main(args) == 0  # rerun: skipped
-    assert main(args[:-2] + ["--num-colored", "3"]) == 1  # other settings: refused
+    assert main(args) == 0  # rerun: reused
+    assert main(args[:-2] + ["--num-colored", "3"]) == 0  # other settings: rebuilt
+    assert len([u for u in read_dict(out / "noise" / "wav.scp") if u.startswith("colored")]) == 3
     assert main(["--out", str(out), "--noise-dir", str(tmp_path / "missing")]) == 1
 
 

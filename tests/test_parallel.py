@@ -181,3 +181,16 @@ def test_missing_srun_or_sbatch_is_reported(tmp_path, monkeypatch):
         run_jobs(job_command, 2, tmp_path, "demo", cmd=SRUN)
     with pytest.raises(JobsFailed, match="sbatch not found"):
         run_jobs(job_command, 2, tmp_path, "demo", cmd=SLURM)
+
+
+def test_a_failure_is_reported_even_when_its_log_cannot_be_written(tmp_path):
+    """A full output disk is often why a job failed, and then its log is not written either:
+    the report still carries the end of the job's output."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    os.symlink("/dev/full", log_dir / "demo.2.log")  # every write: ENOSPC
+    with pytest.raises(JobsFailed) as err:
+        run_jobs(job_command, 2, log_dir, "demo", jobs=[2], cmd="local")
+    message = str(err.value)
+    assert "job 2 failed (exit 3)" in message and "boom in job 2" in message
+    assert "the log could not be written" in message and "No space left" in message

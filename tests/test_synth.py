@@ -81,7 +81,7 @@ def test_layout_format_and_durations(corpus: Path) -> None:
         assert 2 <= len(sessions) <= 3
         used = sorted(p.name for p in (corpus / "wav" / row["speaker"]).iterdir())
         assert used == sorted(sessions)[: len(used)] and len(used) == min(UTTS, len(sessions))
-    assert (corpus / ".done").is_file() and not (corpus / ".in_progress").exists()
+    assert (corpus / "wav.stamp").is_file() and not (corpus / ".in_progress").exists()
 
 
 def test_same_seed_is_byte_identical_across_worker_counts(corpus: Path, tmp_path: Path) -> None:
@@ -99,22 +99,22 @@ def test_rerun_skips_and_partial_run_is_redone(corpus: Path, tmp_path: Path) -> 
     mini_corpus.make_corpus(corpus, SPEAKERS, UTTS, 7, nj=1)
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in wav_files(corpus)} == before
 
-    # A run killed half way: marker left, .done missing, a stray temporary file.
+    # A run killed half way: marker left, stamp missing, a stray temporary file.
     partial = tmp_path / "partial"
     mini_corpus.make_corpus(partial, 2, 2, 7, nj=1)
-    (partial / ".done").rename(partial / ".in_progress")
+    (partial / "wav.stamp").rename(partial / ".in_progress")
     stray = partial / "wav" / "spk001" / ".spk001-s1-0001.wav.x.tmp"
     stray.write_bytes(b"junk")
     first = wav_files(partial)
     first[0].unlink()
     mini_corpus.make_corpus(partial, 2, 2, 7, nj=1)
-    assert not stray.exists() and (partial / ".done").is_file()
+    assert not stray.exists() and (partial / "wav.stamp").is_file()
     assert len(wav_files(partial)) == 4
 
     # Other settings in the same directory: regenerated, not skipped.
     mini_corpus.make_corpus(partial, 1, 2, 7, nj=1)
     assert len(wav_files(partial)) == 2
-    assert '"num_speakers": 1' in (partial / ".done").read_text()
+    assert '"num_speakers": 1' in (partial / "wav.stamp").read_text()
 
 
 def test_refuses_to_delete_a_foreign_wav_dir(tmp_path: Path) -> None:
@@ -278,4 +278,4 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "c"
     args = ["--out", str(out), "--num-speakers", "1", "--utts-per-speaker", "2", "--nj", "1"]
     assert make_mini_corpus.main(args) == 0
-    assert len(wav_files(out)) == 2 and (out / ".done").is_file()
+    assert len(wav_files(out)) == 2 and (out / "wav.stamp").is_file()

@@ -1,4 +1,4 @@
-"""Read embeddings from Kaldi ark/scp files, safely and each one once.
+"""Read embeddings (and other Kaldi float matrices) from ark/scp files, safely, each once.
 
 kaldiio's own loaders run ``cmd |`` entries as shell commands and unpickle ``PKL`` entries;
 this module opens only plain files and parses only Kaldi float matrices and vectors (binary
@@ -20,7 +20,7 @@ from sslsv.backend.transforms import class_sums
 from sslsv.errors import DataError
 from sslsv.fileio import read_dict
 
-__all__ = ["load_embeddings", "load_labelled_embeddings", "speaker_means"]
+__all__ = ["load_embeddings", "load_labelled_embeddings", "read_matrix", "speaker_means"]
 
 
 def _strip_rspecifier(path: str | os.PathLike) -> tuple[Path, bool]:
@@ -109,29 +109,44 @@ def _stack(path: Path, ids: Sequence[str], vectors: dict[str, np.ndarray]) -> np
     return out
 
 
+def parse_location(value: str, scp: Path, utt: str) -> tuple[str, int]:
+    """``(ark path, offset)`` of an scp entry ``ark_path:offset``; command pipes and slices
+    are refused (nothing read is ever executed)."""
+    if value.endswith("|") or value.startswith("|") or "[" in value:
+        raise DataError(
+            f"{scp}: {utt!r} -> {value!r}: pipes and slices are not read; "
+            "expected 'ark_path:offset'"
+        )
+    ark, sep, offset = value.rpartition(":")
+    if not sep or not offset.isdigit():
+        ark, offset = value, "0"
+    ark_path = Path(ark)
+    if not ark_path.is_absolute() and not ark_path.exists():
+        # Paths in an scp are relative to the working directory in Kaldi; also accept
+        # paths relative to the scp itself so a moved experiment dir still reads.
+        beside = scp.parent / ark_path
+        ark_path = beside if beside.exists() else ark_path
+    return str(ark_path), int(offset)
+
+
+def read_matrix(value: str, scp: Path, utt: str) -> np.ndarray:
+    """The Kaldi float matrix or vector at scp entry ``value`` (of utterance ``utt``)."""
+    ark, offset = parse_location(value, scp, utt)
+    where = f"{scp}: {utt!r} ({ark}:{offset})"
+    try:
+        with open(ark, "rb") as fd:
+            fd.seek(offset)
+            return _read_object(fd, where)
+    except OSError as e:
+        raise DataError(f"{where}: cannot read: {e}") from None
+
+
 def _load_from_scp(scp: Path, wanted: Sequence[str]) -> dict[str, np.ndarray]:
     entries = read_dict(scp)
     missing = [u for u in wanted if u not in entries]
     if missing:
         raise _missing_error(scp, missing)
-    locations = []
-    for utt in wanted:
-        value = entries[utt]
-        if value.endswith("|") or value.startswith("|") or "[" in value:
-            raise DataError(
-                f"{scp}: {utt!r} -> {value!r}: pipes and slices are not read; "
-                "expected 'ark_path:offset'"
-            )
-        ark, sep, offset = value.rpartition(":")
-        if not sep or not offset.isdigit():
-            ark, offset = value, "0"
-        ark_path = Path(ark)
-        if not ark_path.is_absolute() and not ark_path.exists():
-            # Paths in an scp are relative to the working directory in Kaldi; also accept
-            # paths relative to the scp itself so a moved experiment dir still reads.
-            beside = scp.parent / ark_path
-            ark_path = beside if beside.exists() else ark_path
-        locations.append((str(ark_path), int(offset), utt))
+    locations = [(*parse_location(entries[utt], scp, utt), utt) for utt in wanted]
     # Read each ark once, front to back.
     locations.sort()
     vectors: dict[str, np.ndarray] = {}

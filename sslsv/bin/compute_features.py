@@ -1,15 +1,18 @@
 """Stage 1: log-mel filterbanks of a data dir, as Kaldi ark/scp, in --nj parallel jobs.
 
   python -m sslsv.bin.compute_features --config conf/x.yaml --data data/test \
-      --feats-dir feats/test [--nj 4] [--cmd local]
+      --feats-dir feats/test [--nj 4] [--cmd local] [--on-silence warn|error]
 
-Reads DATA/wav.scp (and DATA/segments when present: one feature matrix per utterance) and
-the front end of the experiment config's features: section (the model's, so stage 3 can use
-the features). Audio at another rate than features.sample_rate is resampled.
-Writes FEATS_DIR/fbank_<name>.JOB.{ark,scp}, then DATA/feats.scp, DATA/utt2num_frames and
+Reads DATA/wav.scp (and DATA/segments when present: one feature matrix per utterance), the
+audio, and the front end of the experiment config's features: section (the model's, so stage
+3 can use the features). Audio at another rate than features.sample_rate is resampled.
+Writes FEATS_DIR/fbank_<name>.JOB.{ark,scp,num_frames} and a stamp per job (what the job was
+made from), FEATS_DIR/split<NJ>/, then DATA/feats.scp, DATA/utt2num_frames and
 DATA/fbank.yaml (the settings used, which stage 3 compares with its model's); job logs go to
-DATA/log/fbank.JOB.log. A finished job (its scp present) is not redone; a finished data dir
-is left as it is.
+DATA/log/fbank.JOB.log. A rerun redoes exactly the jobs whose inputs changed (their lines of
+wav.scp and segments, their audio files' identity, the settings) and says what changed.
+Non-finite features are an error naming the utterance; digitally silent utterances are
+listed in FEATS_DIR/silent.txt with a warning (--on-silence error: an error).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import sys
 from pathlib import Path
 
 import kaldiio
+import numpy as np
 import torch
 import yaml
 
 from sslsv import cli
-from sslsv.audio import read_audio
+from sslsv.audio import is_silent, read_audio, report_silent
 from sslsv.config.load import load_config
 from sslsv.config.schema import FeaturesConfig
 from sslsv.datadir.io import read_audio_sources
@@ -34,26 +38,52 @@ from sslsv.datadir.tools import split_data_dir
 from sslsv.errors import DataError
 from sslsv.features import LogMelFbank
 from sslsv.fileio import atomic_write, read_dict, write_table
+from sslsv.locks import output_lock
 from sslsv.parallel import python_module, run_jobs
+from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
 
 log = logging.getLogger("compute_features")
 
+#: Bump when the features of the same inputs change: old outputs are then redone.
+FORMAT = "sslsv-fbank-1"
+
 
 def compute_job(data_dir: Path, ark: Path, scp: Path, cfg: FeaturesConfig) -> None:
-    """Features of every utterance of ``data_dir``; ``scp`` appears only when all are done."""
+    """Features of every utterance of ``data_dir``; ``scp`` appears only when all are done,
+    with ``.num_frames`` and ``.silent`` (the digitally silent utterances) beside it."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     fbank = LogMelFbank(cfg)
     sources = read_audio_sources(data_dir)
     tmp_scp = scp.with_name(scp.name + ".tmp")
-    frames = {}
+    frames, silent = {}, []
     with torch.inference_mode(), kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
         for utt, source in sources.items():
-            wave = torch.from_numpy(read_audio(source, sample_rate=cfg.sample_rate, utt=utt))
-            feats = fbank(wave[None])[0].T.contiguous()  # Kaldi layout: (frames, bins)
-            writer(utt, feats.numpy())
+            audio = read_audio(source, sample_rate=cfg.sample_rate, utt=utt)
+            if is_silent(audio):
+                silent.append(utt)
+            feats = fbank(torch.from_numpy(audio)[None])[0].T.contiguous().numpy()
+            if not np.isfinite(feats).all():
+                raise DataError(
+                    f"utterance {utt!r}: non-finite features from {source.path} "
+                    "(NaN or infinite samples in the audio?)"
+                )
+            writer(utt, feats)  # Kaldi layout: (frames, bins)
             frames[utt] = str(feats.shape[0])
-    write_table(scp.with_name(scp.name[: -len(".scp")] + ".num_frames"), frames)
+    base = scp.name[: -len(".scp")]
+    write_table(scp.with_name(base + ".num_frames"), frames)
+    with atomic_write(scp.with_name(base + ".silent")) as f:
+        f.writelines(f"{utt}\n" for utt in silent)
     os.replace(tmp_scp, scp)
+
+
+def job_inputs(part: Path, cfg: FeaturesConfig) -> dict:
+    """Everything a job's output depends on (see :mod:`sslsv.reuse`)."""
+    return {
+        "format": FORMAT,
+        "settings": dataclasses.asdict(cfg),
+        "utterances": text_digest(part / "wav.scp", part / "segments"),
+        "audio": files_identity(s.path for s in read_audio_sources(part).values()),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,48 +93,101 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feats-dir", required=True, help="where the ark/scp files go")
     p.add_argument("--nj", type=cli.at_least(int, 1), default=1, help="parallel jobs")
     p.add_argument("--cmd", default="local", help="launcher of the jobs (see cmd.sh)")
+    p.add_argument(
+        "--on-silence",
+        choices=("warn", "error"),
+        default="warn",
+        help="what digitally silent utterances are (default: a warning listing them)",
+    )
     p.add_argument("--job", type=int, help=argparse.SUPPRESS)
     return p
+
+
+def write_if_changed(path: Path, rows: dict[str, str]) -> None:
+    """Write a table unless it already holds exactly these rows (an unchanged output keeps
+    its time stamp)."""
+    if path.is_file() and read_dict(path) == rows:
+        return
+    write_table(path, rows)
+
+
+def merge(data_dir: Path, feats_dir: Path, name: str, nj: int, settings: str) -> list[str]:
+    """The data dir's feats.scp, utt2num_frames and fbank.yaml from the jobs' outputs; the
+    digitally silent utterances."""
+    utts = read_audio_sources(data_dir)
+    merged: dict[str, str] = {}
+    frames: dict[str, str] = {}
+    silent: list[str] = []
+    for j in range(1, nj + 1):
+        base = feats_dir / f"fbank_{name}.{j}"
+        merged.update(read_dict(f"{base}.scp"))
+        frames.update(read_dict(f"{base}.num_frames"))
+        silent += Path(f"{base}.silent").read_text(encoding="utf-8").split()
+    missing = [u for u in utts if u not in merged]
+    if missing:
+        raise DataError(f"no features for {len(missing)} utterances, e.g. {missing[:5]}")
+    write_if_changed(data_dir / "utt2num_frames", {u: frames[u] for u in utts})
+    write_if_changed(data_dir / "feats.scp", {u: merged[u] for u in utts})
+    conf = data_dir / "fbank.yaml"
+    if not conf.is_file() or conf.read_text(encoding="utf-8") != settings:
+        with atomic_write(conf) as f:
+            f.write(settings)
+    return silent
 
 
 def compute(args: argparse.Namespace) -> None:
     data_dir, feats_dir = Path(args.data), Path(args.feats_dir).absolute()
     cfg = load_config(args.config).features
     name = data_dir.name
+    split_dir = feats_dir / f"split{args.nj}"
     if args.job is not None:
-        split = data_dir / f"split{args.nj}" / str(args.job)
         base = feats_dir / f"fbank_{name}.{args.job}"
-        compute_job(split, Path(f"{base}.ark"), Path(f"{base}.scp"), cfg)
+        compute_job(split_dir / str(args.job), Path(f"{base}.ark"), Path(f"{base}.scp"), cfg)
         return
 
-    settings = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=True)
-    utts = read_audio_sources(data_dir)
-    done_conf = data_dir / "fbank.yaml"
-    if (data_dir / "feats.scp").exists() and done_conf.exists():
-        if done_conf.read_text() == settings and set(read_dict(data_dir / "feats.scp")) == set(
-            utts
-        ):
-            log.info("%s: features already computed with these settings; skipping", data_dir)
-            return
-    feats_dir.mkdir(parents=True, exist_ok=True)
-    split_data_dir(data_dir, args.nj)
-    todo = [j for j in range(1, args.nj + 1) if not (feats_dir / f"fbank_{name}.{j}.scp").exists()]
-    cmd = [*python_module("sslsv.bin.compute_features"), "--config", str(args.config)]
-    cmd += ["--data", str(data_dir), "--feats-dir", str(feats_dir), "--nj", str(args.nj)]
-    run_jobs(lambda j: [*cmd, "--job", str(j)], args.nj, data_dir / "log", "fbank", todo, args.cmd)
-    merged: dict[str, str] = {}
-    frames: dict[str, str] = {}
-    for j in range(1, args.nj + 1):
-        merged.update(read_dict(feats_dir / f"fbank_{name}.{j}.scp"))
-        frames.update(read_dict(feats_dir / f"fbank_{name}.{j}.num_frames"))
-    missing = [u for u in utts if u not in merged]
-    if missing:
-        raise DataError(f"no features for {len(missing)} utterances, e.g. {missing[:5]}")
-    write_table(data_dir / "utt2num_frames", {u: frames[u] for u in utts})
-    write_table(data_dir / "feats.scp", {u: merged[u] for u in utts})
-    with atomic_write(done_conf) as f:
-        f.write(settings)
-    log.info("%s: features of %d utterances in %s", data_dir, len(utts), feats_dir)
+    # Both outputs: the arks, and the data dir's feats.scp (another feats dir may be at work
+    # on the same data dir).
+    with (
+        output_lock(feats_dir, "sslsv.bin.compute_features"),
+        output_lock(data_dir, "sslsv.bin.compute_features"),
+    ):
+        parts = split_data_dir(data_dir, args.nj, dest=split_dir)
+        inputs, todo = {}, []
+        for j, part in enumerate(parts, 1):
+            scp = feats_dir / f"fbank_{name}.{j}.scp"
+            inputs[j] = job_inputs(part, cfg)
+            why = changes(scp, inputs[j])
+            if why:
+                todo.append(j)
+                log.info("%s: job %d of %d to do: %s", data_dir, j, args.nj, "; ".join(why))
+                remove_stamp(scp)
+                scp.unlink(missing_ok=True)
+        if todo:
+            # The data dir must not point at features being rewritten (stage 3 would read
+            # them): its feats.scp comes back when every job is done.
+            for stale in ("feats.scp", "utt2num_frames", "fbank.yaml"):
+                (data_dir / stale).unlink(missing_ok=True)
+            cmd = [*python_module("sslsv.bin.compute_features"), "--config", str(args.config)]
+            cmd += ["--data", str(data_dir), "--feats-dir", str(feats_dir), "--nj", str(args.nj)]
+            job = lambda j: [*cmd, "--job", str(j)]  # noqa: E731
+            try:
+                run_jobs(job, args.nj, data_dir / "log", "fbank", todo, args.cmd)
+            finally:  # a job that finished is kept, even when another failed
+                for j in todo:
+                    if (feats_dir / f"fbank_{name}.{j}.scp").exists():
+                        write_stamp(feats_dir / f"fbank_{name}.{j}.scp", inputs[j])
+        else:
+            log.info("%s: features up to date (%d jobs); nothing redone", data_dir, args.nj)
+        settings = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=True)
+        silent = merge(data_dir, feats_dir, name, args.nj, settings)
+    report_silent(silent, feats_dir / "silent.txt", args.on_silence)
+    log.info(
+        "%s: features of %d utterances in %s (%d jobs redone)",
+        data_dir,
+        len(read_dict(data_dir / "feats.scp")),
+        feats_dir,
+        len(todo),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

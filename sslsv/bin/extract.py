@@ -4,14 +4,17 @@
       [--config conf/x.yaml] [--nj N] [--cmd local] [--device cpu|cuda]
 
 Reads the model (final.pt, init.pt or a training checkpoint), DATA/wav.scp (and
-DATA/segments when present), or DATA/feats.scp when it exists and was made with the model's
-front end (DATA/fbank.yaml). The protocol is the extract: section of --config (default: the
-checkpoint's config), each key overridable on the command line: whole utterances, or with
-crop_seconds S the mean of num_crops evenly spaced crops of S seconds (normalised crop
-embeddings), about batch_size crops per forward pass.
-Writes DIR/embeddings.JOB.{ark,scp} per job, DIR/embeddings.scp over all of them (checked:
-every utterance exactly once) and job logs in DIR/log/extract.JOB.log. Finished jobs are not
-redone (unless the checkpoint or the crop settings changed).
+DATA/segments when present) and the audio, or DATA/feats.scp and its arks when they exist
+and were made with the model's front end (DATA/fbank.yaml). The protocol is the extract:
+section of --config (default: the checkpoint's config), each key overridable on the command
+line: whole utterances, or with crop_seconds S the mean of num_crops evenly spaced crops of
+S seconds (normalised crop embeddings), about batch_size crops per forward pass.
+Writes DIR/split<NJ>/ (never into DATA), DIR/embeddings.JOB.{ark,scp} and a stamp per job
+(what the job was made from), DIR/embeddings.scp over all of them (checked: every utterance
+exactly once), DIR/silent.txt (digitally silent utterances, a warning; --on-silence error:
+an error) and job logs in DIR/log/extract.JOB.log. A rerun redoes exactly the jobs whose
+inputs changed (their utterances' lines, audio or feature files, the model file, the
+protocol) and says what changed.
 """
 
 from __future__ import annotations
@@ -28,17 +31,24 @@ import torch
 import yaml
 
 from sslsv import cli
+from sslsv.audio import report_silent
+from sslsv.backend.embeddings import parse_location
 from sslsv.config.load import load_config
 from sslsv.datadir.io import read_audio_sources
 from sslsv.datadir.tools import split_data_dir
 from sslsv.errors import DataError
 from sslsv.extraction import embed_data_dir
-from sslsv.fileio import read_dict, write_table
+from sslsv.fileio import atomic_write, read_dict, write_table
+from sslsv.locks import output_lock
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.parallel import python_module, run_jobs
+from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
 from sslsv.train.checkpoint import load_model
 
 log = logging.getLogger("extract")
+
+#: Bump when the embeddings of the same inputs change: old outputs are then redone.
+FORMAT = "sslsv-embeddings-1"
 
 #: extract: keys that the command line can override, and those that change the embeddings.
 OVERRIDES = ("crop_seconds", "num_crops", "batch_size", "num_workers")
@@ -63,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nj", type=cli.at_least(int, 1), default=1, help="parallel jobs")
     p.add_argument("--cmd", default="local", help="launcher of the jobs (see cmd.sh)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--on-silence",
+        choices=("warn", "error"),
+        default="warn",
+        help="what digitally silent utterances are (default: a warning listing them)",
+    )
     g = p.add_argument_group("extract: keys (override the config)")
     g.add_argument("--crop-seconds", type=cli.at_least(float, 0), help="0: whole utterances")
     g.add_argument("--num-crops", type=cli.at_least(int, 1), help="crops per utterance")
@@ -73,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DataLoader readers per job (default: extract.num_workers on CUDA, 0 on CPU)",
     )
     p.add_argument("--job", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--source", choices=("audio", "feats"), help=argparse.SUPPRESS)
     return p
 
 
@@ -87,17 +104,39 @@ def run_job(args: argparse.Namespace, given: dict) -> None:
         # Crops all have one shape: autotuned kernels pay (whole utterances would retune at
         # every new length).
         torch.backends.cudnn.benchmark = True
-    data_dir, out_dir = Path(args.data), Path(args.output)
-    split = data_dir / f"split{args.nj}" / str(args.job)
-    use_feats = features_match(data_dir, model)
+    out_dir = Path(args.output)
+    split = out_dir / f"split{args.nj}" / str(args.job)
     ark = out_dir / f"embeddings.{args.job}.ark"
     scp = out_dir / f"embeddings.{args.job}.scp"
     tmp_scp = scp.with_name(scp.name + ".tmp")
+    silent: list[str] = []
+    use_feats = args.source == "feats"
     with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
-        n = embed_data_dir(model, split, use_feats, args.device, writer, options)
+        n = embed_data_dir(model, split, use_feats, args.device, writer, options, silent)
+    with atomic_write(scp.with_name(f"embeddings.{args.job}.silent")) as f:
+        f.writelines(f"{utt}\n" for utt in silent)
     os.replace(tmp_scp, scp)
-    source = "feats.scp" if use_feats else "audio"
-    log.info("job %d: %d embeddings, %s (%s)", args.job, n, options.describe(), source)
+    log.info("job %d: %d embeddings, %s (%s)", args.job, n, options.describe(), args.source)
+
+
+def job_inputs(part: Path, use_feats: bool, model: dict, protocol: dict) -> dict:
+    """Everything a job's output depends on (see :mod:`sslsv.reuse`)."""
+    if use_feats:
+        scp = part / "feats.scp"
+        rows = read_dict(scp)
+        files = (parse_location(v, scp, u)[0] for u, v in rows.items())
+        utterances = text_digest(scp)
+    else:
+        files = (s.path for s in read_audio_sources(part).values())
+        utterances = text_digest(part / "wav.scp", part / "segments")
+    return {
+        "format": FORMAT,
+        "model": model,
+        "protocol": protocol,
+        "source": "feats" if use_feats else "audio",
+        "utterances": utterances,
+        "files": files_identity(files),
+    }
 
 
 def extract(args: argparse.Namespace) -> None:
@@ -105,51 +144,66 @@ def extract(args: argparse.Namespace) -> None:
     if args.job is not None:
         run_job(args, given)
         return
-    if not Path(args.checkpoint).is_file():
-        raise DataError(f"--checkpoint {args.checkpoint}: file not found")
+    ckpt = Path(args.checkpoint).absolute()
     data_dir, out_dir = Path(args.data), Path(args.output).absolute()
     # The protocol as the jobs will see it: the checkpoint's config, the given one, the flags.
-    _, ckpt_cfg = load_model(args.checkpoint, "cpu")
+    model, ckpt_cfg = load_model(ckpt, "cpu")
     section = load_config(args.config).extract if args.config else ckpt_cfg.extract
     options = dataclasses.replace(section, **given)
-    utts = read_audio_sources(data_dir)
-    final_scp = out_dir / "embeddings.scp"
-    stamp = out_dir / "extract.stamp"
-    # Job outputs are reusable only for the same checkpoint file, split and crop settings
-    # (the batch size and readers do not change the embeddings).
-    ckpt = Path(args.checkpoint).absolute()
+    # Only what changes the embeddings: the batch size and readers do not.
     protocol = {k: getattr(options, k) for k in PROTOCOL_OPTIONS}
-    identity = f"{ckpt} {ckpt.stat().st_mtime_ns} nj={args.nj} {protocol}\n"
-    if stamp.exists() and stamp.read_text() == identity:
-        if final_scp.exists() and set(read_dict(final_scp)) == set(utts):
-            log.info("%s: embeddings up to date; skipping", final_scp)
+    st = ckpt.stat()
+    model_identity = {"path": str(ckpt), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    use_feats = features_match(data_dir, model)
+    utts = read_audio_sources(data_dir)
+    with output_lock(out_dir, "sslsv.bin.extract"):
+        parts = split_data_dir(data_dir, args.nj, dest=out_dir / f"split{args.nj}")
+        inputs, todo = {}, []
+        for j, part in enumerate(parts, 1):
+            scp = out_dir / f"embeddings.{j}.scp"
+            inputs[j] = job_inputs(part, use_feats, model_identity, protocol)
+            why = changes(scp, inputs[j])
+            if why:
+                todo.append(j)
+                log.info("%s: job %d of %d to do: %s", out_dir, j, args.nj, "; ".join(why))
+                remove_stamp(scp)
+                scp.unlink(missing_ok=True)
+        final_scp = out_dir / "embeddings.scp"
+        if not todo and final_scp.is_file():
+            log.info("%s: embeddings up to date (%d jobs); nothing redone", final_scp, args.nj)
             return
-    else:
-        for old in out_dir.glob("embeddings*"):
-            old.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(identity)
-    split_data_dir(data_dir, args.nj)
-    todo = [j for j in range(1, args.nj + 1) if not (out_dir / f"embeddings.{j}.scp").exists()]
-    cmd = python_module(
-        "sslsv.bin.extract", "--checkpoint", str(ckpt),
-        "--data", str(data_dir), "--output", str(out_dir), "--nj", str(args.nj),
-        "--device", args.device,
-        *(["--config", str(args.config)] if args.config else []),
-        *(x for k, v in given.items() for x in (f"--{k.replace('_', '-')}", str(v))),
-    )  # fmt: skip
-    run_jobs(lambda j: [*cmd, "--job", str(j)], args.nj, out_dir / "log", "extract", todo, args.cmd)
-    merged: dict[str, str] = {}
-    for j in range(1, args.nj + 1):
-        merged.update(read_dict(out_dir / f"embeddings.{j}.scp"))
-    missing = [u for u in utts if u not in merged]
-    if missing or len(merged) != len(utts):
-        raise DataError(
-            f"{len(utts)} utterances in {data_dir} but {len(merged)} embeddings; "
-            f"missing e.g. {missing[:5]}"
-        )
-    write_table(final_scp, merged)
-    log.info("%s: %d embeddings", final_scp, len(merged))
+        final_scp.unlink(missing_ok=True)  # never beside job outputs being redone
+        source = "feats" if use_feats else "audio"
+        cmd = python_module(
+            "sslsv.bin.extract", "--checkpoint", str(ckpt),
+            "--data", str(data_dir), "--output", str(out_dir), "--nj", str(args.nj),
+            "--device", args.device, "--source", source,
+            *(["--config", str(args.config)] if args.config else []),
+            *(x for k, v in given.items() for x in (f"--{k.replace('_', '-')}", str(v))),
+        )  # fmt: skip
+        job = lambda j: [*cmd, "--job", str(j)]  # noqa: E731
+        try:
+            run_jobs(job, args.nj, out_dir / "log", "extract", todo, args.cmd)
+        finally:  # a job that finished is kept, even when another failed
+            for j in todo:
+                if (out_dir / f"embeddings.{j}.scp").exists():
+                    write_stamp(out_dir / f"embeddings.{j}.scp", inputs[j])
+        merged: dict[str, str] = {}
+        silent: list[str] = []
+        for j in range(1, args.nj + 1):
+            merged.update(read_dict(out_dir / f"embeddings.{j}.scp"))
+            silent += (out_dir / f"embeddings.{j}.silent").read_text(encoding="utf-8").split()
+        missing = [u for u in utts if u not in merged]
+        if missing or len(merged) != len(utts):
+            raise DataError(
+                f"{len(utts)} utterances in {data_dir} but {len(merged)} embeddings; "
+                f"missing e.g. {missing[:5]}"
+            )
+        write_table(final_scp, merged)
+    log.info(
+        "%s: %d embeddings (%d jobs redone, from %s)", final_scp, len(merged), len(todo), source
+    )
+    report_silent(silent, out_dir / "silent.txt", args.on_silence)
 
 
 def main(argv: list[str] | None = None) -> int:

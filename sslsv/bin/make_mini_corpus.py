@@ -2,7 +2,8 @@
 
 Reads nothing but the eSpeak NG library and voices of the espeakng-loader package. Writes
 OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav (16 kHz mono int16), OUT/speakers.tsv and, last,
-OUT/.done. Rerunning with the same arguments does nothing; an interrupted run is redone
+OUT/wav.stamp (its settings). Rerunning with the same arguments does nothing; other
+arguments generate it again; an interrupted run is redone
 from scratch.
 """
 

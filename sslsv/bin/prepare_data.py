@@ -72,6 +72,18 @@ def _common_options(min_duration: float) -> argparse.ArgumentParser:
         metavar="FILE",
         help="with --no-audio-check: 'utt seconds' lines giving every utterance's duration",
     )
+    common.add_argument(
+        "--check-silence",
+        action="store_true",
+        help="decode every kept file and list the digitally silent ones in DEST/silent.txt "
+        "(a warning; slow on a large corpus: headers alone are read otherwise)",
+    )
+    common.add_argument(
+        "--on-silence",
+        choices=("warn", "error"),
+        default="warn",
+        help="with --check-silence: what a silent file is (default: a warning listing them)",
+    )
     common.add_argument("--speakers", metavar="FILE", help="keep only these speakers")
     common.add_argument("--exclude-speakers", metavar="FILE", help="drop these speakers")
     return common
@@ -149,6 +161,8 @@ def options_from_args(args: argparse.Namespace) -> ImportOptions:
         raise DataError("--utt2dur is only used with --no-audio-check (else headers are read)")
     return ImportOptions(
         check_audio=not args.no_audio_check,
+        check_silence=args.check_silence,
+        on_silence=args.on_silence,
         durations=read_durations(args.utt2dur) if args.utt2dur else None,
         min_duration=args.min_duration,
         max_bad_fraction=args.max_bad_fraction,

@@ -9,9 +9,10 @@
 Reads the trial list, the enroll and test embeddings and the scoring: section of --config
 (default: its defaults), each key overridable on the command line. The training set's
 embeddings (--train) give the mean that cosine scoring subtracts, PLDA's training data (with
---train-utt2spk) and the cohort of score normalisation. With PLDA, a --backend-model that
-exists is loaded (and checked against the settings) instead of trained, and one that does
-not is written.
+--train-utt2spk) and the cohort of score normalisation. With PLDA, a --backend-model
+trained on exactly these inputs (settings, training embeddings and labels: its stamp says)
+is loaded instead of trained; otherwise the back end is trained, saved there and stamped,
+and the log says what changed.
 Writes OUTPUT: ``enroll test score`` per trial, in the trial list's order.
 """
 
@@ -41,13 +42,19 @@ from sslsv.backend import (
     score_norm,
     speaker_means,
 )
+from sslsv.backend.embeddings import parse_location
 from sslsv.config.load import load_config
 from sslsv.config.schema import ScoringConfig
 from sslsv.datadir.io import read_trials
 from sslsv.errors import DataError
+from sslsv.fileio import read_dict
+from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
 from sslsv.scores import check_unique_pairs, id_codes, pair_codes, write_scores
 
 log = logging.getLogger("score")
+
+#: Bump when a back end trained on the same inputs changes: saved ones are then retrained.
+BACKEND_FORMAT = "sslsv-backend-1"
 
 #: scoring: keys that the command line can override.
 OVERRIDES = (
@@ -120,24 +127,56 @@ def _wanted_config(sc: ScoringConfig) -> dict:
     return {"lda_dim": sc.lda_dim, "whiten": sc.whiten, "n_iter": sc.plda_iters}
 
 
+def backend_inputs(args: argparse.Namespace, sc: ScoringConfig) -> dict:
+    """What a trained back end depends on (see :mod:`sslsv.reuse`): its settings, the
+    training embeddings (the scp's lines and its arks' identity) and their labels."""
+    scp = Path(args.train)
+    arks = (parse_location(v, scp, u)[0] for u, v in read_dict(scp).items())
+    return {
+        "format": BACKEND_FORMAT,
+        "settings": {"backend": sc.backend, **_wanted_config(sc)},
+        "embeddings": text_digest(scp),
+        "arks": files_identity(arks),
+        "labels": text_digest(args.train_utt2spk) if args.train_utt2spk else "",
+    }
+
+
 def get_backend(args: argparse.Namespace, sc: ScoringConfig) -> Backend:
-    """Load ``--backend-model`` if it exists (checking it matches the options), else train."""
+    """The back end: with PLDA and ``--backend-model``, the saved one when it was trained on
+    exactly these inputs, else a new one trained and saved (the log says what changed)."""
     path = args.backend_model if sc.backend == "plda" else None  # a mean is cheap to redo
-    if path and Path(path).exists():
+    if not path:
+        return _train(args, sc)
+    if not args.train:
+        # Nothing to check the saved model against: use it if its settings are these.
+        if not Path(path).exists():
+            _needs(args, "scoring.backend plda (or an existing --backend-model)", labels=True)
         backend = load_backend(path)
-        if backend.kind != sc.backend:
-            raise DataError(f"{path}: holds a {backend.kind} back end, not {sc.backend}")
         wanted, saved = _wanted_config(sc), backend.config()
-        diff = {k: (saved[k], v) for k, v in wanted.items() if saved[k] != v}
-        if diff:
+        diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+        if backend.kind != sc.backend or diff:
             shown = ", ".join(f"{k}: saved {s!r}, asked {w!r}" for k, (s, w) in diff.items())
-            raise DataError(f"{path}: trained with other options ({shown}); remove it to retrain")
-        log.info("loaded %s back end from %s", backend.kind, path)
+            raise DataError(
+                f"{path}: trained with other settings ({shown or backend.kind}); give --train "
+                "and --train-utt2spk to retrain it"
+            )
+        log.info(
+            "loaded %s back end from %s (its training data not checked: no --train)",
+            backend.kind,
+            path,
+        )
         return backend
+    inputs = backend_inputs(args, sc)
+    why = changes(path, inputs)
+    if not why:
+        log.info("loaded %s back end from %s (trained on these inputs)", sc.backend, path)
+        return load_backend(path)
+    log.info("training the %s back end: %s", sc.backend, "; ".join(why))
+    remove_stamp(path)
     backend = _train(args, sc)
-    if path:
-        save_backend(path, backend)
-        log.info("saved %s back end to %s", backend.kind, path)
+    save_backend(path, backend)
+    write_stamp(path, inputs)
+    log.info("saved %s back end to %s", backend.kind, path)
     return backend
 
 

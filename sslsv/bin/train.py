@@ -5,24 +5,39 @@
 
 Reads the config (every section; --override KEY=VALUE changes keys), DATA/wav.scp (and
 DATA/segments), DATA/utt2dur and the augmentation sets the config names. Writes EXP_DIR/
-config.yaml (the resolved config), init.pt (the untrained encoder), checkpoints/ (every
-epoch, optionally every N steps), log/train.log, tensorboard/ and, at the end, final.pt.
+config.yaml (the resolved config) and init.pt (the untrained encoder), both only once the
+data and config have been checked, checkpoints/ (every epoch, optionally every N steps),
+log/train.log, tensorboard/ and, at the end, final.pt; bad_audio.txt lists the training
+utterances whose audio is unreadable or empty (more than 1%: training refuses to start).
 Rerunning resumes from the newest checkpoint; a finished experiment (final.pt present, all
-epochs done) is left as it is; a changed config is refused, naming the keys.
+epochs done) is left as it is; a changed config is refused, naming the keys, and so is a
+changed training data dir (config.yaml.stamp records what it was trained on). EXP_DIR is
+locked while training: a second run on it refuses at once, naming the first.
+
+Exit status: 0 done, 1 bad data or config (one line), 75 stopped by SIGTERM, SIGINT or
+SIGUSR1 after a checkpoint at the step it stopped at (rerun to resume; log/stopped says
+where: torchrun itself exits with 1 when a process stops).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 import yaml
 
 from sslsv import cli, distributed
-from sslsv.config.load import config_to_dict, load_config, save_config
-from sslsv.errors import ConfigError
+from sslsv.config.load import config_to_dict, load_config
+from sslsv.config.schema import Config
+from sslsv.datadir.io import read_audio_sources
+from sslsv.errors import ConfigError, DataError
+from sslsv.locks import output_lock
+from sslsv.reuse import changes, files_identity, stamp_path, text_digest, write_stamp
+from sslsv.train import signals
 
 log = logging.getLogger("train")
 
@@ -69,26 +84,74 @@ def check_unchanged(cfg_dict: dict, resolved: Path) -> None:
         )
 
 
-def train(args: argparse.Namespace) -> None:
+def training_inputs(data_dir: Path) -> dict:
+    """What a trained model was made from besides its config (see :mod:`sslsv.reuse`): the
+    training data dir's utterances and durations, and the identity of their audio files."""
+    return {
+        "format": "sslsv-training-data-1",
+        "utterances": text_digest(data_dir / "wav.scp", data_dir / "segments"),
+        "durations": text_digest(data_dir / "utt2dur"),
+        "audio": files_identity(s.path for s in read_audio_sources(data_dir).values()),
+    }
+
+
+def check_same_data(inputs: dict, resolved: Path) -> None:
+    """Refuse to continue (or to call finished) an experiment trained on other data: its
+    model would silently belong to data that is no longer what the data dir holds."""
+    if not resolved.exists() or not stamp_path(resolved).exists():
+        return  # a new experiment (or one from before data stamps: adopted as it is)
+    why = changes(resolved, inputs)
+    if why:
+        raise DataError(
+            f"{resolved.parent} was trained on other data ({'; '.join(why)} since); use a new "
+            "experiment name, or delete the experiment directory"
+        )
+
+
+def train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.override)
     exp_dir = Path(args.exp_dir)
+    # Rank 0 (torchrun sets RANK; the process group is not up yet) holds the lock for the
+    # whole run, taken before anything slow (the data check) and after the config check
+    # that needs no file, so that a refused run creates nothing and refuses at once.
+    leader = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(exp_dir, "sslsv.bin.train") if leader else contextlib.nullcontext():
+        if leader:
+            # A stop marker from an earlier run is stale from now on: a run that fails
+            # below must not look stopped to a job script that requeues stopped runs.
+            signals.stop_marker(exp_dir).unlink(missing_ok=True)
+        return _train_locked(cfg, exp_dir, args)
+
+
+def _train_locked(cfg: Config, exp_dir: Path, args: argparse.Namespace) -> int:
     resolved = exp_dir / "config.yaml"
     check_unchanged(config_to_dict(cfg), resolved)
+    data = training_inputs(Path(args.data))
+    check_same_data(data, resolved)
     from sslsv.train.trainer import Trainer  # torch: after the cheap checks
 
-    trainer = Trainer(cfg, args.data, exp_dir, args.device)
     try:
+        trainer = Trainer(cfg, args.data, exp_dir, args.device)
+    except BaseException:
+        distributed.shutdown()  # it may have joined the process group before failing
+        raise
+    try:
+        # Only now, every check passed: init.pt and config.yaml, together.
+        trainer.write_experiment_files(resolved)
         if distributed.rank() == 0:
-            save_config(cfg, resolved)
+            write_stamp(resolved, data)
         if trainer.epoch >= cfg.train.epochs and (exp_dir / "final.pt").exists():
             log.info(
                 "%s: all %d epochs done, final.pt present; nothing to do", exp_dir, cfg.train.epochs
             )
-            return
+            return 0
         trainer.fit()
+    except signals.TrainingStopped:
+        return signals.EXIT_STOPPED  # the trainer has logged where and why
     finally:
         trainer.close()
         distributed.shutdown()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import yaml
 
 from sslsv.config.schema import MUSAN_DEFAULTS, Config
 from sslsv.errors import ConfigError
-from sslsv.fileio import atomic_write
+from sslsv.fileio import atomic_write, utf8_text
 
 
 def _out_of_bounds(value: Any, bounds: dict[str, float]) -> str | None:
@@ -134,7 +134,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     try:
-        with open(path, encoding="utf-8") as f:
+        with utf8_text(path) as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
         where = f" (base of {seen[-1]})" if seen else ""
@@ -151,8 +151,36 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _deep_merge(_read_yaml(path.parent / base, (*seen, path)), data)
 
 
+def recipe_dir(path: str | os.PathLike | None) -> Path:
+    """The directory that relative paths of config ``path`` are relative to: the recipe, i.e.
+    the folder above ``conf/`` when the file sits in one, else the file's own folder (the
+    current directory without a file). Links are not followed: a folder of links to a
+    recipe's files is a recipe of its own."""
+    if not path:
+        return Path.cwd()
+    folder = Path(path).absolute().parent
+    return folder.parent if folder.name == "conf" else folder
+
+
+def _resolve_paths(node: Any, base: Path) -> None:
+    """Make every path field of a (nested) config absolute, against ``base``."""
+    if isinstance(node, dict):
+        for value in node.values():
+            _resolve_paths(value, base)
+        return
+    if not dataclasses.is_dataclass(node):
+        return
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if f.metadata.get("path") and value and not os.path.isabs(value):
+            setattr(node, f.name, os.path.normpath(base / value))
+        else:
+            _resolve_paths(value, base)
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
-    """Load ``path`` (YAML, safe loader) onto the defaults, then ``key.sub=value`` overrides."""
+    """Load ``path`` (YAML, safe loader) onto the defaults, then ``key.sub=value`` overrides;
+    relative paths resolve against the config's recipe directory (:func:`recipe_dir`)."""
     data: dict = _read_yaml(Path(path)) if path else {}
     source = str(path) if path else "<defaults>"
     for item in overrides or []:
@@ -162,7 +190,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         _set_path(data, key.strip(), yaml.safe_load(value))
     if overrides:
         source += f" (with overrides {' '.join(overrides)})"
-    return _complete(from_plain(Config, data, "", source), source)
+    cfg = _complete(from_plain(Config, data, "", source), source)
+    _resolve_paths(cfg, recipe_dir(path))
+    return cfg
 
 
 def config_from_dict(data: dict, source: str = "<checkpoint>") -> Config:

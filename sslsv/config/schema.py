@@ -35,6 +35,12 @@ def checked(
     return field(default=default, metadata=meta)
 
 
+def path_field(default: str = "") -> Any:
+    """A dataclass field that names a file or folder: a relative path resolves, at load,
+    against the recipe directory of the config (so a run from any directory is the same)."""
+    return field(default=default, metadata={"path": True})
+
+
 @dataclass
 class FeaturesConfig:
     """Log-mel front end (the paper's: 40 bins, 25 ms Hamming, 10 ms hop, 512-point FFT)."""
@@ -94,7 +100,7 @@ class NoiseCategoryConfig:
     (babble) and a weight (categories are picked in proportion). Unset ``snr_db`` and
     ``num_sources`` take the defaults of the category's name (:data:`MUSAN_DEFAULTS`)."""
 
-    data_dir: str = ""
+    data_dir: str = path_field()
     snr_db: list[float] | None = None
     num_sources: list[int] | None = checked(None, minimum=1)
     weight: float = checked(1.0, above=0)
@@ -105,7 +111,7 @@ class AugmentConfig:
     """Waveform augmentation of each crop: reverberation, then additive noise."""
 
     enabled: bool = True
-    rir_dir: str = ""
+    rir_dir: str = path_field()
     rir_prob: float = checked(0.5, minimum=0, maximum=1)
     noise_prob: float = checked(0.8, minimum=0, maximum=1)
     noise: dict[str, NoiseCategoryConfig] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from sslsv.corpora.importer import (
 )
 from sslsv.datadir.io import sanitize_id
 from sslsv.errors import DataError
+from sslsv.fileio import utf8_text
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def list_csv(list_file: PathLike) -> list[Recording]:
     list_file = Path(list_file)
     if not list_file.is_file():
         raise DataError(f"{list_file}: list file not found")
-    with open(list_file, encoding="utf-8", newline="") as f:
+    with utf8_text(list_file, newline="") as f:
         header = f.readline()
         delimiter = "\t" if list_file.suffix.lower() == ".tsv" or "\t" in header else ","
         f.seek(0)

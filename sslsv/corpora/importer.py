@@ -33,11 +33,21 @@ import logging
 import math
 import os
 from collections.abc import Collection, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sslsv.audio import AudioInfo, default_jobs, probe_audio_files
+import soundfile as sf
+
+from sslsv.audio import (
+    AudioInfo,
+    default_jobs,
+    is_silent,
+    probe_audio_files,
+    read_audio,
+    report_silent,
+)
 from sslsv.datadir.io import format_seconds, spk2utt_from_utt2spk, write_trials
 from sslsv.datadir.tools import check_replaceable
 from sslsv.datadir.validate import validate_data_dir
@@ -89,6 +99,11 @@ class ImportOptions:
     #: no ``utt2dur`` is written; rates and channels are taken on trust.
     check_audio: bool = True
     durations: Mapping[str, float] | None = None
+    #: Decode every kept file and list the digitally silent ones in ``DEST/silent.txt``
+    #: (a warning; with ``on_silence`` "error", the import fails). Off by default: headers
+    #: are cheap to read, decoding a corpus is not.
+    check_silence: bool = False
+    on_silence: str = "warn"
 
 
 @dataclass
@@ -174,7 +189,20 @@ def select(
     items = _select_speakers(items, options)
     if not items:
         raise DataError(f"{dest}: no utterance left after speaker selection")
-    return items
+    return [_readable_name(r) for r in items]
+
+
+def _readable_name(r: Recording) -> Recording:
+    """A file whose name is not UTF-8 (a Latin-1 name on a UTF-8 system) cannot go in
+    wav.scp, a UTF-8 table: it is excluded as bad, its name shown with the odd bytes
+    escaped (``caf\\xe9.wav``)."""
+    try:
+        r.path.encode("utf-8")
+        return r
+    except UnicodeEncodeError:
+        shown = os.fsencode(r.path).decode("utf-8", "backslashreplace")
+        why = "file name is not UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"
+        return r._replace(path=shown, error=why)
 
 
 # ----------------------------------------------------------------------------- 2. probe
@@ -316,6 +344,21 @@ def filter_audio(
     return out
 
 
+def _silent_file(path: str) -> bool:
+    try:
+        return is_silent(read_audio(path, sample_rate=sf.info(path).samplerate))
+    except (DataError, sf.LibsndfileError, RuntimeError):
+        return False  # unreadable files were excluded by the header check already
+
+
+def silent_recordings(filtered: Filtered, options: ImportOptions) -> list[str]:
+    """Utterance ids (recordings) of the kept files whose audio is digitally silent."""
+    paths = [r.path for r, _ in filtered.kept]
+    with ProcessPoolExecutor(max_workers=options.nj) as pool:
+        flags = list(pool.map(_silent_file, paths, chunksize=64))
+    return [r.utt for (r, _), silent in zip(filtered.kept, flags) if silent]
+
+
 # ----------------------------------------------------------------------------- 4. tabulate
 
 
@@ -450,6 +493,7 @@ def import_recordings(
     items = select(items, dest, options, trial_lists)
     filtered = filter_audio(items, probe(items, dest, options, chunk_seconds), dest, options)
     del items
+    silent = silent_recordings(filtered, options) if options.check_silence else None
     tables = tabulate(filtered, options, chunk_seconds)
     utt2spk = dict(tables["utt2spk"])
     trials, dropped = keep_trials(trial_lists, utt2spk)
@@ -464,6 +508,8 @@ def import_recordings(
     del filtered
     num_utts = len(utt2spk)
     num_spk = write(dest, tables, utt2spk, trials, excluded, dropped)
+    if silent is not None:
+        report_silent(silent, dest / "silent.txt", options.on_silence)
 
     reasons: dict[str, int] = {}
     for _, why, _ in excluded:

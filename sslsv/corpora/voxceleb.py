@@ -20,6 +20,7 @@ from sslsv.corpora.importer import (
 from sslsv.corpora.transcode import convert_to_wav
 from sslsv.datadir.io import sanitize_id
 from sslsv.errors import DataError
+from sslsv.fileio import utf8_text
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def read_voxceleb_trial_list(path: PathLike) -> list[Trial]:
     """An official list (``1|0 id/video/file.wav id/video/file.wav``) as Kaldi trials, in order."""
     path = Path(path)
     trials = []
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if len(fields) != 3 or fields[0] not in ("0", "1"):

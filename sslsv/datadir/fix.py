@@ -18,7 +18,7 @@ from sslsv.datadir.io import (
 )
 from sslsv.datadir.validate import check_value, validate_data_dir
 from sslsv.errors import DataError
-from sslsv.fileio import atomic_write, kaldi_sort_key, write_table
+from sslsv.fileio import atomic_write, kaldi_sort_key, utf8_text, write_table
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def _read_tolerant(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(good rows, bad ids -> why) of a table; bad = malformed, bad value, or conflicting dup."""
     rows: dict[str, str] = {}
     bad: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         for lineno, line in enumerate(f, 1):
             parts = line.rstrip("\n").split(maxsplit=1)
             if not parts:
@@ -115,7 +115,7 @@ def fix_data_dir(path: PathLike) -> dict:
     trials_dropped = {}
     for name in trial_files(data_dir):
         kept_lines, dropped_lines = [], 0
-        with open(data_dir / name, encoding="utf-8") as f:
+        with utf8_text(data_dir / name) as f:
             for line in f:
                 fields = line.split()
                 ok = len(fields) == 3 and fields[2] in ("target", "nontarget")

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from sslsv.audio import AudioSource
 from sslsv.errors import DataError
-from sslsv.fileio import read_dict, read_table, write_table
+from sslsv.fileio import read_dict, read_table, utf8_text, write_table
 
 PathLike = str | os.PathLike
 
@@ -203,7 +203,7 @@ def read_id_list(path: PathLike, what: str = "id") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} list not found")
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         return [line.split()[0] for line in f if line.strip()]
 
 

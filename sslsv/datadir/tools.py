@@ -3,7 +3,6 @@ split, and ``utt2dur``. Every result is built in a temporary folder and swapped 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -28,7 +27,8 @@ from sslsv.datadir.io import (
 )
 from sslsv.datadir.validate import validate_data_dir
 from sslsv.errors import DataError
-from sslsv.fileio import atomic_dir, atomic_write, kaldi_sort_key, read_dict, write_table
+from sslsv.fileio import atomic_dir, kaldi_sort_key, read_dict, write_table
+from sslsv.reuse import changes, remove_stamp, text_digest, write_stamp
 
 log = logging.getLogger(__name__)
 
@@ -195,37 +195,41 @@ def subset_data_dir(
 # ----------------------------------------------------------------------------- split
 
 
-def _split_fingerprint(data_dir: Path, n: int, per_speaker: bool) -> str:
-    digest = hashlib.sha256(f"split n={n} per_speaker={per_speaker}\n".encode())
+def _split_inputs(data_dir: Path, n: int, per_speaker: bool) -> dict:
+    """What a split is made from (see :mod:`sslsv.reuse`): every file it copies from."""
     names = [*utterance_files(data_dir), *recording_files(data_dir)]
-    for name in sorted([*names, *present_files(data_dir, SPK_FILES)]):
-        digest.update(f"\0{name}\0".encode())
-        with open(data_dir / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    names = sorted([*names, *present_files(data_dir, SPK_FILES)])
+    return {
+        "format": "sslsv-split-1",
+        "settings": {"parts": n, "per_speaker": per_speaker},
+        "files": text_digest(*(data_dir / name for name in names)),
+    }
 
 
-def split_data_dir(path: PathLike, n: int, per_speaker: bool = False) -> list[Path]:
-    """Split a data dir into ``n`` parts ``DIR/split{n}/{1..n}`` (or ``DIR/split{n}spk/...``).
+def split_data_dir(
+    path: PathLike, n: int, per_speaker: bool = False, dest: PathLike | None = None
+) -> list[Path]:
+    """Split a data dir into ``n`` parts ``DIR/split{n}/{1..n}`` (or ``DIR/split{n}spk/...``),
+    or ``DEST/{1..n}`` (a stage that only reads the data dir splits it beside its output).
 
     Per utterance (default): contiguous blocks of the sorted utterances whose sizes differ by
-    at most one. ``per_speaker``: each speaker's utterances stay in one part; speakers go,
-    largest first, to the part with the fewest utterances so far (ties: lowest index).
-    An existing split made from identical files is reused. Returns the part directories.
+    at most one, so that a change to one utterance changes one part. ``per_speaker``: each
+    speaker's utterances stay in one part; speakers go, largest first, to the part with the
+    fewest utterances so far (ties: lowest index). An existing split made from identical files
+    is reused. Returns the part directories.
     """
     data_dir = Path(path)
     if n < 1:
         raise DataError(f"split_data_dir: number of parts must be >= 1, got {n}")
     validate_data_dir(data_dir, check_wav_exists=False)
-    split_dir = data_dir / (f"split{n}spk" if per_speaker else f"split{n}")
+    default = data_dir / (f"split{n}spk" if per_speaker else f"split{n}")
+    split_dir = Path(dest) if dest is not None else default
     parts = [split_dir / str(i) for i in range(1, n + 1)]
-    fingerprint = _split_fingerprint(data_dir, n, per_speaker)
-    stamp = split_dir / ".fingerprint"
-    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
-        if all((p / "utt2spk").is_file() for p in parts):
-            log.info("split_data_dir: %s is up to date, reusing it", split_dir)
-            return parts
+    inputs = _split_inputs(data_dir, n, per_speaker)
+    if not changes(split_dir, inputs) and all((p / "utt2spk").is_file() for p in parts):
+        log.info("split_data_dir: %s is up to date, reusing it", split_dir)
+        return parts
+    remove_stamp(split_dir)
 
     utt2spk = read_dict(data_dir / "utt2spk")
     utts = sorted(utt2spk, key=kaldi_sort_key)
@@ -255,8 +259,7 @@ def split_data_dir(path: PathLike, n: int, per_speaker: bool = False) -> list[Pa
     with atomic_dir(split_dir) as tmp:
         for i, group in enumerate(groups, 1):
             write_filtered(data_dir, tmp / str(i), group, with_trials=False)
-        with atomic_write(tmp / ".fingerprint") as f:
-            f.write(fingerprint + "\n")
+    write_stamp(split_dir, inputs)
     sizes = [len(g) for g in groups]
     log.info(
         "split_data_dir: %s -> %d parts of %d..%d utterances", data_dir, n, min(sizes), max(sizes)

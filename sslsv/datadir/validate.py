@@ -17,7 +17,7 @@ from sslsv.datadir.io import (
     utterance_files,
 )
 from sslsv.errors import DataError
-from sslsv.fileio import kaldi_sort_key
+from sslsv.fileio import kaldi_sort_key, utf8_text
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _read_keyed(path: Path, errors: _Errors, check_sorted: bool = True) -> dict[
     name = path.name
     # check_value has nothing to say about the values of other files: skip the call.
     unchecked = name not in _VALUE_CHECKED
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         for lineno, line in enumerate(f, 1):
             parts = line.rstrip("\n").split(maxsplit=1)
             if len(parts) < 2 or not parts[1].strip():
@@ -109,7 +109,7 @@ def _read_keyed(path: Path, errors: _Errors, check_sorted: bool = True) -> dict[
 def _first_line_of(path: Path, key: str) -> int:
     """Line number of the first line of ``path`` with id ``key`` (only for error messages, so
     that reading a table need not remember every line number)."""
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if line.split(maxsplit=1)[:1] == [key]:
                 return lineno
@@ -135,7 +135,7 @@ def _compare_keys(
 
 def _trial_problems(path: Path, known: set[str]) -> list[str]:
     problems = []
-    with open(path, encoding="utf-8") as f:
+    with utf8_text(path) as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if len(fields) != 3 or fields[2] not in ("target", "nontarget"):

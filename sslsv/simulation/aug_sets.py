@@ -12,13 +12,13 @@ Builds Kaldi data dirs under one folder:
 - ``music``: chunks of user music files (optional; none is available offline).
 
 Each set is written to a hidden temporary folder and renamed into place once complete, with
-a ``.done`` marker holding its settings: a rerun with the same settings skips it, a rerun
-with other settings is refused rather than silently mixing two builds.
+a stamp beside it (``SET.stamp``, :mod:`sslsv.reuse`) of its settings and of the identity of
+the files it was made from: a rerun with the same inputs reuses it, one with other inputs
+rebuilds it whole and says what changed (never a mix of two builds).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,13 +32,12 @@ import soundfile as sf
 from sslsv.audio import read_audio
 from sslsv.datadir.io import read_audio_sources, sanitize_id, write_spk2utt
 from sslsv.errors import DataError
-from sslsv.fileio import atomic_dir, atomic_write, kaldi_sort_key, write_table
+from sslsv.fileio import atomic_dir, kaldi_sort_key, write_table
+from sslsv.reuse import changes, files_identity, remove_stamp, stamp_path, text_digest, write_stamp
 from sslsv.simulation.dsp import colored_noise, peak_normalise
 from sslsv.simulation.rooms import measure_rt60, one_rir, rir_method_available
 
 log = logging.getLogger(__name__)
-
-DONE = ".done"
 
 # Bump when the output of a builder changes, so old sets are not taken for new ones.
 BUILD_VERSION = 1
@@ -57,25 +56,28 @@ def _write_set(
     sample_rate: int,
     subtype: str,
     extra_tables: Callable[[], dict[str, dict[str, str]]] | None = None,
+    sources: Iterable[str] = (),
 ) -> bool:
-    """Write ``items()`` (id, audio) as a data dir, atomically. False when already built."""
-    settings = {"build_version": BUILD_VERSION, "sample_rate": sample_rate, **settings}
-    done = set_dir / DONE
-    if done.is_file():
-        with open(done, encoding="utf-8") as f:
-            previous = json.load(f)
-        if previous != settings:
-            changed = sorted(
-                k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k)
-            )
-            raise DataError(
-                f"{set_dir} was built with other settings (differs in {', '.join(changed)}); "
-                "remove it or choose another --out"
-            )
-        log.info("%s: already built, skipping", set_dir)
+    """Write ``items()`` (id, audio) as a data dir, atomically, stamped with what it was made
+    from (``settings``, the identity of its ``sources`` files): a rerun with the same inputs
+    reuses it; other inputs rebuild it, and the log says what changed. False when reused."""
+    inputs = {
+        "format": f"sslsv-augset-{BUILD_VERSION}",
+        "settings": {"sample_rate": sample_rate, **settings},
+        "sources": files_identity(str(p) for p in sources),
+    }
+    why = changes(set_dir, inputs)
+    if not why:
+        log.info("%s: already built from these inputs, reused", set_dir)
         return False
     if set_dir.exists():
-        raise DataError(f"{set_dir} exists but has no {DONE} marker; remove it and rerun")
+        if not stamp_path(set_dir).exists():
+            raise DataError(
+                f"{set_dir} exists but was not made by make_aug_sets (no "
+                f"{stamp_path(set_dir).name} beside it); remove it or choose another --out"
+            )
+        log.info("%s: rebuilt: %s", set_dir, "; ".join(why))
+    remove_stamp(set_dir)
     with atomic_dir(set_dir) as tmp:
         wav_scp: dict[str, str] = {}
         durations: dict[str, str] = {}
@@ -94,8 +96,7 @@ def _write_set(
         write_spk2utt(tmp)
         for name, table in (extra_tables() if extra_tables else {}).items():
             write_table(tmp / name, table)
-        with atomic_write(tmp / DONE) as f:
-            json.dump(settings, f, indent=1, sort_keys=True)
+    write_stamp(set_dir, inputs)
     return True
 
 
@@ -213,7 +214,9 @@ def build_noise_set(
         "num_colored": num_colored,
         "chunk_seconds": chunk_seconds,
     }
-    return _write_set(Path(set_dir), settings, items, sample_rate, "PCM_16")
+    return _write_set(
+        Path(set_dir), settings, items, sample_rate, "PCM_16", sources=map(str, files)
+    )
 
 
 def build_music_set(
@@ -233,6 +236,7 @@ def build_music_set(
         lambda: _file_chunks(files, sample_rate, chunk_seconds, "music"),
         sample_rate,
         "PCM_16",
+        sources=map(str, files),
     )
 
 
@@ -266,11 +270,13 @@ def build_speech_set(
     settings = {
         "set": "speech",
         "data_dir": str(data_dir),
+        "utterances": text_digest(data_dir / "wav.scp", data_dir / "segments"),
         "seed": seed,
         "num_chunks": num_chunks,
         "chunk_seconds": chunk_seconds,
     }
-    return _write_set(Path(set_dir), settings, items, sample_rate, "PCM_16")
+    audio_files = (sources[u].path for u in utts)
+    return _write_set(Path(set_dir), settings, items, sample_rate, "PCM_16", sources=audio_files)
 
 
 def build_aug_sets(

@@ -10,7 +10,7 @@ Layout written by :func:`make_corpus`::
     OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav   16 kHz mono int16
     OUT/speakers.tsv                           header, then per speaker: speaker voice
                                                variant pitch range rate sessions
-    OUT/.done                                  written last; holds the generation settings
+    OUT/wav.stamp                              written last: the generation settings
 
 Determinism: eSpeak keeps state between syntheses (:mod:`sslsv.simulation.espeak`), so all
 synthesis runs in children forked from a process whose eSpeak is initialised but has never
@@ -21,7 +21,6 @@ on the arguments (seed, sizes), not on the worker count or the order of work.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import multiprocessing
 import os
@@ -37,6 +36,7 @@ import scipy.signal
 import soundfile
 
 from sslsv.fileio import atomic_write
+from sslsv.reuse import changes, remove_stamp, stamp_path, write_stamp
 from sslsv.simulation.dsp import colored_noise, mix_at_snr, peaking_eq_sos
 from sslsv.simulation.espeak import ESpeak, SynthError, process_espeak
 from sslsv.simulation.sentences import random_sentence
@@ -396,9 +396,10 @@ def make_corpus(
 ) -> Path:
     """Generate the corpus in ``out_dir`` (see module docstring); return ``out_dir``.
 
-    A finished corpus with the same settings (``.done`` matches) is left as it is. An
-    unfinished one, or one made with other settings, is removed and generated again; a
-    ``wav/`` folder this function did not create is refused rather than deleted.
+    A finished corpus made with the same settings (its stamp, ``wav.stamp``, says:
+    :mod:`sslsv.reuse`) is left as it is. An unfinished one (``.in_progress``), or one made
+    with other settings, is removed and generated again; a ``wav/`` folder this function did
+    not create is refused rather than deleted.
     """
     if num_speakers < 1:
         raise SynthError(f"num_speakers must be >= 1, got {num_speakers}")
@@ -407,23 +408,25 @@ def make_corpus(
     if nj < 1:
         raise SynthError(f"nj must be >= 1, got {nj}")
     out = Path(out_dir)
-    settings = {
-        "generator_version": GENERATOR_VERSION,
-        "num_speakers": num_speakers,
-        "utts_per_speaker": utts_per_speaker,
-        "seed": seed,
-        "sample_rate": SAMPLE_RATE,
+    inputs = {
+        "format": f"sslsv-mini-corpus-{GENERATOR_VERSION}",
+        "settings": {
+            "num_speakers": num_speakers,
+            "utts_per_speaker": utts_per_speaker,
+            "seed": seed,
+            "sample_rate": SAMPLE_RATE,
+        },
     }
-    settings_text = json.dumps(settings, sort_keys=True) + "\n"
-    done, in_progress = out / ".done", out / ".in_progress"
-    if done.is_file() and done.read_text() == settings_text:
+    wav, in_progress = out / "wav", out / ".in_progress"
+    why = changes(wav, inputs)
+    if not why and not in_progress.exists():
         if verbose:
             print(f"{out}: corpus already complete, nothing to do", file=sys.stderr)
         return out
-    if (out / "wav").exists() and not (done.exists() or in_progress.exists()):
+    if wav.exists() and not (stamp_path(wav).exists() or in_progress.exists()):
         raise SynthError(
-            f"{out / 'wav'} exists but was not made by make_corpus (no .done or .in_progress); "
-            "remove it or choose another --out"
+            f"{wav} exists but was not made by make_corpus (no {stamp_path(wav).name} or "
+            f"{in_progress.name}); remove it or choose another --out"
         )
     speakers = plan_speakers(num_speakers, seed)
     espeak = process_espeak()  # before touching out_dir: a missing library changes nothing
@@ -431,11 +434,12 @@ def make_corpus(
         raise SynthError("make_corpus needs a process that has not synthesised in-process")
     check_voices(espeak, [s.language for s in speakers], [s.variant for s in speakers])
 
-    with contextlib.suppress(FileNotFoundError):
-        done.unlink()
+    if wav.exists() and verbose:
+        print(f"{out}: generated again: {'; '.join(why)}", file=sys.stderr)
+    remove_stamp(wav)
     with atomic_write(in_progress) as f:
-        f.write(settings_text)
-    shutil.rmtree(out / "wav", ignore_errors=True)
+        f.write("generation started; a rerun removes what it left\n")
+    shutil.rmtree(wav, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (out / "speakers.tsv").unlink()
 
@@ -447,8 +451,7 @@ def make_corpus(
     with ctx.Pool(min(nj, len(jobs)), maxtasksperchild=1) as pool:
         durations = list(pool.imap_unordered(_render_speaker, jobs))
     _write_speakers_tsv(out / "speakers.tsv", speakers)
-    with atomic_write(done) as f:
-        f.write(settings_text)
+    write_stamp(wav, inputs)
     in_progress.unlink()
     if verbose:
         print(

@@ -43,15 +43,39 @@ def checkpoint_files(ckpt_dir: Path, steps_per_epoch: int) -> list[tuple[int, Pa
     return sorted(found)
 
 
+#: What a training checkpoint must hold to be resumed from.
+TRAINING_KEYS = ("method", "optimizer", "scheduler", "epoch", "step", "rng_cpu")
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def load_latest(ckpt_dir: Path, steps_per_epoch: int) -> dict | None:
-    """Newest readable checkpoint; an unreadable one is reported and the next older tried."""
+    """Newest readable checkpoint; an unreadable one (truncated, foreign, missing keys) is
+    reported and the next older one tried, so that one damaged file costs the work since
+    the checkpoint before it, not the whole run."""
+    skipped: list[str] = []
     for _, path in reversed(checkpoint_files(ckpt_dir, steps_per_epoch)):
         try:
             state = load_safe(path)
-            log.info("resuming from %s (epoch %d, step %d)", path, state["epoch"], state["step"])
-            return state
+            if not isinstance(state, dict):
+                raise ValueError("not a training checkpoint")
+            missing = [k for k in TRAINING_KEYS if k not in state]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)}")
         except Exception as e:  # a damaged file must not stop a resume from an older one
-            log.warning("skipping unreadable checkpoint %s: %s", path, e)
+            log.warning("skipping unreadable checkpoint %s: %s", path, _reason(e))
+            skipped.append(path.name)
+            continue
+        older = f"; falling back from the unreadable {', '.join(skipped)}" if skipped else ""
+        log.info(
+            "resuming from %s (epoch %d, step %d%s)", path, state["epoch"], state["step"], older
+        )
+        return state
+    if skipped:
+        log.warning("no readable checkpoint in %s: training starts from the beginning", ckpt_dir)
     return None
 
 
@@ -67,22 +91,57 @@ def prune(ckpt_dir: Path, steps_per_epoch: int, keep: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def average_epoch_models(ckpt_dir: Path, steps_per_epoch: int, last: int) -> dict:
-    """Mean of the ``model`` weights of the ``last`` newest epoch checkpoints."""
+def average_epoch_models(
+    ckpt_dir: Path, steps_per_epoch: int, last: int, upto_epoch: int | None = None
+) -> dict:
+    """Mean of the ``model`` weights of the ``last`` newest epoch checkpoints (those of
+    epochs after ``upto_epoch`` left out: a run asked for fewer epochs than an earlier one
+    made must not average, or fail on, epochs it did not ask for).
+
+    An unreadable one among them is skipped with a warning naming it, and the others
+    averaged: the final model must not be lost to one damaged file. A
+    :class:`DataError` when none is readable.
+    """
     epochs = [
-        p for _, p in checkpoint_files(ckpt_dir, steps_per_epoch) if p.name.startswith("epoch-")
+        p
+        for _, p in checkpoint_files(ckpt_dir, steps_per_epoch)
+        if p.name.startswith("epoch-")
+        and (upto_epoch is None or int(_NAME.match(p.name).group(2)) <= upto_epoch)
     ]
     chosen = epochs[-max(1, last) :]
     if not chosen:
-        raise FileNotFoundError(f"{ckpt_dir}: no epoch checkpoint to average")
-    states = [load_safe(p)["model"] for p in chosen]
+        raise DataError(f"{ckpt_dir}: no epoch checkpoint to average")
+    states, used, damaged = [], [], []
+    for path in chosen:
+        try:
+            model = load_safe(path)["model"]
+            if not isinstance(model, dict) or (states and model.keys() != states[0].keys()):
+                raise ValueError("its 'model' weights do not match the others'")
+        except Exception as e:  # truncated, foreign or half-copied files all land here
+            log.warning("final model: skipping unreadable checkpoint %s: %s", path, _reason(e))
+            damaged.append(path.name)
+            continue
+        states.append(model)
+        used.append(path.name)
+    if not states:
+        raise DataError(
+            f"{ckpt_dir}: no readable epoch checkpoint to average ({', '.join(damaged)} "
+            "unreadable); delete them and rerun to train those epochs again"
+        )
     averaged = {}
     for key, value in states[-1].items():
         if value.is_floating_point():
             averaged[key] = sum(s[key] for s in states) / len(states)
         else:  # counters such as num_batches_tracked
             averaged[key] = value
-    log.info("final model: average of %s", ", ".join(p.name for p in chosen))
+    if damaged:
+        log.warning(
+            "final model: average of %d checkpoints instead of %d (%s unreadable)",
+            len(states),
+            len(chosen),
+            ", ".join(damaged),
+        )
+    log.info("final model: average of %s", ", ".join(used))
     return averaged
 
 

@@ -3,22 +3,38 @@
 
 Every random choice is a pure function of (seed, epoch, utterance index), so crops do not
 depend on worker assignment and a resumed run reproduces an uninterrupted one exactly.
+
+Before training, :func:`check_training_audio` reads every utterance's audio header (not the
+audio), so that a bad file stops training at its start, named, rather than hours in.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from sslsv.audio import read_crop
+from sslsv.audio import AudioSource, default_jobs, describe_source, probe_audio_files, read_crop
 from sslsv.datadir.io import read_audio_sources
 from sslsv.errors import ConfigError, DataError
-from sslsv.fileio import read_dict
+from sslsv.fileio import atomic_write, read_dict
+
+log = logging.getLogger(__name__)
+
+#: Above this fraction of bad (unreadable, empty) training utterances training refuses; at
+#: or below it they are left out with a warning. The same limit as stage 0's default
+#: ``--max-bad-fraction``.
+MAX_BAD_FRACTION = 0.01
+#: How far (seconds) a segment may end past the end of its recording: segment times are
+#: often rounded to 10 ms (Kaldi's ``extract-segments`` tolerates 0.5 s, and truncates).
+SEGMENT_OVERSHOOT = 0.05
+#: Bad files named in the error message; all of them are in the written list.
+SHOWN_BAD = 5
 
 
 class CropPairDataset(Dataset):
@@ -38,6 +54,17 @@ class CropPairDataset(Dataset):
         self.crop_samples = crop_samples
         self.sample_rate = sample_rate
         self.seed = seed
+
+    def exclude(self, utts: Collection[str]) -> None:
+        """Leave ``utts`` out (bad audio); the others keep their order. Indices change, so
+        call this before a sampler is built on the dataset."""
+        drop = set(utts)
+        if not drop:
+            return
+        keep = [i for i, u in enumerate(self.utts) if u not in drop]
+        self.utts = [self.utts[i] for i in keep]
+        self.num_samples = [self.num_samples[i] for i in keep]
+        self.sources = {u: self.sources[u] for u in self.utts}
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -92,9 +119,87 @@ class GlobalBatchSampler(Sampler):
     def __len__(self) -> int:
         return self.steps_per_epoch() - self.start_step
 
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng((self.seed, epoch, 7)).permutation(self.size)
+
+    def global_batch_indices(self, epoch: int, step: int) -> list[int]:
+        """Dataset indices of the whole global batch ``step`` of ``epoch`` (every rank's
+        share): to name the utterances of a batch that went wrong."""
+        begin = step * self.global_batch
+        return [int(i) for i in self._permutation(epoch)[begin : begin + self.global_batch]]
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        perm = np.random.default_rng((self.seed, self.epoch, 7)).permutation(self.size)
+        perm = self._permutation(self.epoch)
         local = self.global_batch // self.world
         for step in range(self.start_step, self.steps_per_epoch()):
             begin = step * self.global_batch + self.rank * local
             yield [(self.epoch, int(i)) for i in perm[begin : begin + local]]
+
+
+# ----------------------------------------------------------------------------- data check
+
+
+def find_bad_audio(
+    sources: dict[str, AudioSource], nj: int | None = None
+) -> list[tuple[str, str, str]]:
+    """``(utterance, why, where)`` of each utterance whose audio cannot be trained on.
+
+    Reads headers only (no decoding), ``nj`` processes (default: the CPUs, at most 8), each
+    recording once however many segments it has: a check that costs seconds, not hours,
+    on a million utterances. Bad: an unreadable or empty file, a segment that starts at or
+    after its recording's end, or ends more than :data:`SEGMENT_OVERSHOOT` past it.
+    """
+    paths = list(dict.fromkeys(s.path for s in sources.values()))
+    infos = dict(zip(paths, probe_audio_files(paths, nj or default_jobs())))
+    bad = []
+    for utt, source in sources.items():
+        info = infos[source.path]
+        duration = info.frames / info.sample_rate if info.sample_rate else 0.0
+        if info.error:
+            why = f"unreadable: {info.error}"
+        elif info.frames == 0:
+            why = "empty: 0 samples"
+        elif source.start >= duration:
+            why = f"empty: the segment starts after its recording ends ({duration:g} s)"
+        elif source.end is not None and source.end > duration + SEGMENT_OVERSHOOT:
+            why = f"the segment reaches past its recording's end ({duration:g} s)"
+        else:
+            continue
+        bad.append((utt, why, describe_source(source)))
+    return bad
+
+
+def check_training_audio(
+    sources: dict[str, AudioSource], report: Path, nj: int | None = None
+) -> list[str]:
+    """The utterances to leave out of training for bad audio (:func:`find_bad_audio`).
+
+    Every bad one is listed in ``report`` (``utt<TAB>why<TAB>where``, as stage 0 lists the
+    files it excludes); a stale list from an earlier run is removed when none is bad. More
+    than :data:`MAX_BAD_FRACTION` bad: a :class:`DataError` naming the first few (the data
+    dir needs fixing, not training around); otherwise a warning, and training goes on
+    without them.
+    """
+    bad = find_bad_audio(sources, nj)
+    if not bad:
+        report.unlink(missing_ok=True)
+        return []
+    with atomic_write(report) as f:
+        f.writelines(f"{u}\t{why}\t{where}\n" for u, why, where in bad)
+    shown = "\n  ".join(f"{where}: {why}" for _, why, where in bad[:SHOWN_BAD])
+    more = f"\n  ... ({len(bad) - SHOWN_BAD} more)" if len(bad) > SHOWN_BAD else ""
+    if len(bad) > MAX_BAD_FRACTION * len(sources):
+        raise DataError(
+            f"{len(bad)} of {len(sources)} training utterances have unreadable or empty audio, "
+            f"more than {MAX_BAD_FRACTION:g} of them; fix the data dir (stage 0 leaves such "
+            f"files out) and rerun. All are listed in {report}:\n  {shown}{more}"
+        )
+    log.warning(
+        "leaving %d of %d training utterances out for bad audio (listed in %s):\n  %s%s",
+        len(bad),
+        len(sources),
+        report,
+        shown,
+        more,
+    )
+    return [u for u, _, _ in bad]

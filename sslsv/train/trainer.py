@@ -3,6 +3,11 @@
 Per step: raw waveform crops -> device -> augmentation (whole batch) -> log-mels -> method.
 Random choices come from generators seeded by (seed, epoch, step, rank), so a resumed run
 repeats an uninterrupted one; checkpoints also hold optimizer, scheduler, queue and RNG state.
+
+Before any training (and before any file of the experiment is written) the data is checked:
+the dataset, the sampler, the augmentation sets and every utterance's audio header. A
+SIGTERM, SIGINT or SIGUSR1 stops training at a step boundary with a checkpoint
+(:mod:`sslsv.train.signals`).
 """
 
 from __future__ import annotations
@@ -16,21 +21,32 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sslsv import distributed
 from sslsv.augment.build import build_augmenter
-from sslsv.config.load import config_to_dict
+from sslsv.config.load import config_to_dict, save_config
 from sslsv.config.schema import Config
+from sslsv.errors import DataError, UserError
+from sslsv.fileio import atomic_write
 from sslsv.losses import margin_at
 from sslsv.methods import build_method
 from sslsv.models.embedding import EmbeddingModel
-from sslsv.train import checkpoint
-from sslsv.train.dataset import CropPairDataset, GlobalBatchSampler
+from sslsv.train import checkpoint, signals
+from sslsv.train.dataset import CropPairDataset, GlobalBatchSampler, check_training_audio
 
 log = logging.getLogger(__name__)
+
+#: Utterance ids a non-finite-loss error names; a bigger batch is listed in full in a file.
+SHOWN_UTTS = 16
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss became NaN or infinite: bad audio in the batch, or a too high learning
+    rate. A UserError (one line, exit status 1): a setting or the data needs changing."""
 
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
@@ -64,12 +80,12 @@ class Trainer:
         if tc.channels_last:
             # 4-D weights only; activations follow the first convolution's layout.
             self.method.to(memory_format=torch.channels_last)
-        if self.rank == 0 and not (self.exp_dir / "init.pt").exists():
-            # The untrained encoder, scored beside the trained one to show what training adds.
-            checkpoint.save_atomic(
-                checkpoint.model_payload(config_to_dict(cfg), _model_state(self.method)),
-                self.exp_dir / "init.pt",
-            )
+        # The untrained encoder, scored beside the trained one to show what training adds;
+        # kept (a copy: resuming loads trained weights into these tensors) and written with
+        # config.yaml once every check has passed (write_experiment_files).
+        self._init_state = None
+        if self.rank == 0:
+            self._init_state = {k: v.clone() for k, v in _model_state(self.method).items()}
         if self.world > 1 and tc.sync_batchnorm:
             if self.device.type == "cuda":
                 self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
@@ -85,6 +101,7 @@ class Trainer:
         rate = cfg.features.sample_rate  # every reader resamples to it
         crop_samples = round(tc.crop_seconds * rate)
         self.dataset = CropPairDataset(train_dir, crop_samples, tc.seed, rate)
+        self.dataset.exclude(self._check_audio())
         self.sampler = GlobalBatchSampler(
             len(self.dataset), tc.batch_size, tc.seed, self.rank, self.world
         )
@@ -96,9 +113,12 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=tc.num_workers > 0,
             prefetch_factor=4 if tc.num_workers > 0 else None,
+            # Stopping is the main process's decision (it then ends the workers).
+            worker_init_fn=signals.ignore_stop_signals if tc.num_workers > 0 else None,
         )
         self.augmenter = build_augmenter(cfg.augment, rate, self.device, crop_samples)
         self.epoch, self.step = 0, 0  # position: next step to run
+        self._stop: signals.StopRequest | None = None
         self._resume()
         # What the step calls: the method itself, or its DDP wrapper (gradient all-reduce).
         self.method_step = self.method
@@ -113,6 +133,51 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.exp_dir / "tensorboard"))
+
+    def _check_audio(self) -> list[str]:
+        """Rank 0 reads every audio header (:func:`check_training_audio`) and tells the other
+        ranks what to leave out, or the error: one check, not one per process, and every rank
+        trains on the same list."""
+        result: tuple[str, object] = ("ok", [])
+        if self.rank == 0:
+            try:
+                bad = check_training_audio(self.dataset.sources, self.exp_dir / "bad_audio.txt")
+                result = ("ok", bad)
+            except DataError as e:
+                result = ("error", str(e))
+            except BaseException as e:
+                if self.world > 1:  # the other ranks must not wait for an answer forever
+                    dist.broadcast_object_list([("crash", repr(e))], src=0)
+                raise
+        if self.world > 1:
+            box = [result]
+            dist.broadcast_object_list(box, src=0)
+            result = box[0]
+        kind, value = result
+        if kind == "error":
+            raise DataError(value)
+        if kind == "crash":
+            raise RuntimeError(f"rank 0 failed while checking the training audio: {value}")
+        return value
+
+    def write_experiment_files(self, config_path: Path | None = None) -> None:
+        """Rank 0: write ``init.pt`` and ``config.yaml`` (default ``EXP_DIR/config.yaml``)
+        together, once the data and config have passed every check (the trainer is built).
+
+        Written earlier, a first attempt that fails (a bad data dir) would leave an init.pt
+        that a second attempt with another encoder keeps beside its own final.pt. config.yaml
+        is written last: an init.pt without it (a kill between the two, or such a leftover)
+        is rewritten.
+        """
+        if self.rank != 0:
+            return
+        config_path = config_path or self.exp_dir / "config.yaml"
+        init = self.exp_dir / "init.pt"
+        if not config_path.exists() or not init.exists():
+            checkpoint.save_atomic(
+                checkpoint.model_payload(config_to_dict(self.cfg), self._init_state), init
+            )
+        save_config(self.cfg, config_path)
 
     def close(self) -> None:
         """Free the DDP wrapper; call before destroying the process group. Freed after it,
@@ -151,9 +216,10 @@ class Trainer:
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
-    def save(self, epoch_end: bool) -> None:
+    def save(self, epoch_end: bool) -> Path | None:
+        """Rank 0: write the training state at the current position; returns its path."""
         if self.rank != 0:
-            return
+            return None
         if epoch_end:
             name = f"epoch-{self.epoch:04d}.pt"
         else:
@@ -161,6 +227,47 @@ class Trainer:
         checkpoint.save_atomic(self.state_dict(), self.ckpt_dir / name)
         keep = max(self.cfg.train.keep_checkpoints, self.cfg.train.average_last)
         checkpoint.prune(self.ckpt_dir, self.steps_per_epoch, keep)
+        return self.ckpt_dir / name
+
+    def _global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def _agreed_stop(self) -> str | None:
+        """The name of the signal that stops training, or None; with several processes a
+        collective (call it at the same point on every rank): all stop at the same step,
+        whichever of them got the signal."""
+        local = self._stop.signum if self._stop else None
+        if self.world == 1:
+            return signals.signal_name(local)
+        flags = torch.tensor([float(local == s) for s in signals.STOP_SIGNALS])
+        flags = distributed.all_reduce_mean(flags.to(self.device)).tolist()
+        return next((s.name for s, f in zip(signals.STOP_SIGNALS, flags) if f > 0), None)
+
+    def _stopped(self, signal_name: str, path: Path | None, log_file) -> signals.TrainingStopped:
+        """After the stop checkpoint: say where training stopped, leave the stop marker, and
+        only then let every rank go (torchrun ends the others as soon as one exits)."""
+        received = self._stop.received_at if self._stop else None
+        when = (
+            f"received after global step {received}"
+            if received is not None
+            else "received by another process"
+        )
+        done = self.step or self.steps_per_epoch
+        epoch = self.epoch if self.step else self.epoch - 1
+        line = (
+            f"stopped on {signal_name} ({when}) after step {done}/{self.steps_per_epoch} of "
+            f"epoch {epoch + 1}/{self.cfg.train.epochs} (global step {self._global_step()}); "
+            f"checkpoint {path}; exit status {signals.EXIT_STOPPED}: rerun to resume"
+        )
+        if self.rank == 0:
+            log.warning("%s", line)
+            if log_file:
+                log_file.write(line + "\n")
+                log_file.flush()
+            with atomic_write(signals.stop_marker(self.exp_dir)) as f:
+                f.write(line + "\n")
+        distributed.barrier()
+        return signals.TrainingStopped(line, signal_name, path)
 
     # -- training ------------------------------------------------------------------------
     def train_step(
@@ -202,30 +309,58 @@ class Trainer:
         return logged[0], logged[1], margin
 
     def fit(self) -> None:
+        """Train to ``train.epochs``, then write ``final.pt``.
+
+        Raises :class:`signals.TrainingStopped` after a stop checkpoint when a SIGTERM,
+        SIGINT or SIGUSR1 arrives before the last epoch ends (one that arrives later lets the
+        run finish: only final.pt is left to write).
+        """
         tc = self.cfg.train
         log_file = None
         if self.rank == 0:
             (self.exp_dir / "log").mkdir(parents=True, exist_ok=True)
             log_file = open(self.exp_dir / "log" / "train.log", "a", encoding="utf-8")
-        try:
-            while self.epoch < tc.epochs:
-                self._run_epoch(log_file)
-        finally:
-            if log_file:
-                log_file.close()
-            if self.writer:
-                self.writer.close()
-        if self.rank == 0:
-            averaged = checkpoint.average_epoch_models(
-                self.ckpt_dir, self.steps_per_epoch, tc.average_last
-            )
-            checkpoint.save_atomic(
-                checkpoint.model_payload(config_to_dict(self.cfg), averaged),
-                self.exp_dir / "final.pt",
-            )
-        distributed.barrier()
+        with signals.StopRequest(self._global_step) as self._stop:
+            try:
+                while self.epoch < tc.epochs:
+                    stop = self._run_epoch(log_file)
+                    if stop:
+                        raise self._stopped(*stop, log_file)
+            finally:
+                self._stop = None
+                if log_file:
+                    log_file.close()
+                if self.writer:
+                    self.writer.close()
+            if self.rank == 0:
+                averaged = checkpoint.average_epoch_models(
+                    self.ckpt_dir, self.steps_per_epoch, tc.average_last, upto_epoch=tc.epochs
+                )
+                checkpoint.save_atomic(
+                    checkpoint.model_payload(config_to_dict(self.cfg), averaged),
+                    self.exp_dir / "final.pt",
+                )
+            distributed.barrier()
 
-    def _run_epoch(self, log_file) -> None:
+    def _non_finite(self, value: float, epoch: int, step: int) -> NonFiniteLossError:
+        """The error for a non-finite loss, naming the utterances of its global batch."""
+        utts = [self.dataset.utts[i] for i in self.sampler.global_batch_indices(epoch, step)]
+        shown = " ".join(utts[:SHOWN_UTTS])
+        if len(utts) > SHOWN_UTTS:
+            listing = self.exp_dir / "log" / "non_finite_batch.txt"
+            if self.rank == 0:
+                with atomic_write(listing) as f:
+                    f.writelines(u + "\n" for u in utts)
+            shown += f" ... ({len(utts) - SHOWN_UTTS} more; all {len(utts)} in {listing})"
+        return NonFiniteLossError(
+            f"loss is {value} at epoch {epoch + 1} step {step} (global step "
+            f"{epoch * self.steps_per_epoch + step}), nothing saved after it; the batch's "
+            f"utterances: {shown}; check their audio, or lower train.lr"
+        )
+
+    def _run_epoch(self, log_file) -> tuple[str, Path | None] | None:
+        """One epoch from the current position; returns (signal name, checkpoint) when a
+        signal stopped it (after writing that checkpoint), else None."""
         tc = self.cfg.train
         epoch = self.epoch
         self.method.train()
@@ -252,9 +387,7 @@ class Trainer:
             values = torch.stack([torch.stack(p[1:3]) for p in pending]).tolist()
             for (step, *_), (loss_value, acc_value) in zip(pending, values):
                 if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"loss is {loss_value} at epoch {epoch + 1} step {step}"
-                    )
+                    raise self._non_finite(loss_value, epoch, step)
                 loss_sum, acc_sum, count = loss_sum + loss_value, acc_sum + acc_value, count + 1
             window = len(values)
             loss_mean = sum(v[0] for v in values) / window
@@ -273,6 +406,7 @@ class Trainer:
                 self.writer.add_scalar("train/utts_per_second", speed, global_step)
             pending.clear()
 
+        stop, path, announced = None, None, False
         for waves in self.loader:
             step = self.step
             loss, accuracy, margin = self.train_step(waves, epoch, step)
@@ -280,18 +414,37 @@ class Trainer:
             self.step += 1
             utts += tc.batch_size
             every = tc.checkpoint_every_steps
-            save_now = every and self.step % every == 0 and self.step < self.steps_per_epoch
-            if save_now or len(pending) >= tc.log_every:
+            mid_epoch = self.step < self.steps_per_epoch
+            save_now = every and self.step % every == 0 and mid_epoch
+            read_now = save_now or len(pending) >= tc.log_every
+            # One process looks at its signal flag (a Python attribute) after every step.
+            # Several must stop at the same step: they agree by an all-reduce where the host
+            # waits for the device anyway (reading the losses), so within log_every steps.
+            if mid_epoch and (self.world == 1 or read_now):
+                stop = self._agreed_stop()
+            elif self._stop and self._stop.signum is not None and not announced:
+                announced = True
+                log.info(
+                    "rank %d: %s received after step %d of epoch %d; all ranks stop within "
+                    "%d steps (train.log_every)",
+                    self.rank, signals.signal_name(self._stop.signum), step + 1, epoch + 1,
+                    tc.log_every,
+                )  # fmt: skip
+            if read_now or stop:
                 read_pending()  # also before a checkpoint: never save after a non-finite loss
-            if save_now:
-                self.save(epoch_end=False)
+            if save_now or stop:
+                path = self.save(epoch_end=False)
             bar.update(1)
+            if stop:
+                bar.close()
+                return stop, path
         read_pending()
         bar.close()
         self.epoch, self.step = epoch + 1, 0
         self.scheduler.step()
-        if self.epoch % tc.checkpoint_every == 0 or self.epoch == tc.epochs:
-            self.save(epoch_end=True)
+        epoch_checkpoint = self.epoch % tc.checkpoint_every == 0 or self.epoch == tc.epochs
+        if epoch_checkpoint:
+            path = self.save(epoch_end=True)
         if log_file:
             elapsed = time.time() - start_time
             lr = self.optimizer.param_groups[0]["lr"]
@@ -303,3 +456,14 @@ class Trainer:
             log_file.write(line + "\n")
             log_file.flush()
             log.info(line)
+        # After the last epoch only final.pt is left: finish rather than stop.
+        if self.epoch < tc.epochs:
+            stop = self._agreed_stop()
+            if stop:
+                if not epoch_checkpoint:
+                    # None is due here (train.checkpoint_every): a step checkpoint at the
+                    # next epoch's start instead, which the averaging into final.pt does
+                    # not see, so that the result is the uninterrupted one.
+                    path = self.save(epoch_end=False)
+                return stop, path
+        return None
