@@ -11,15 +11,19 @@ stamp (interrupted, or written by a version without stamps) is redone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sslsv.fileio import atomic_write
+
+log = logging.getLogger(__name__)
 
 #: A part of a stamp: a digest (str) or settings (a mapping, compared key by key).
 Inputs = dict[str, Any]
@@ -112,3 +116,34 @@ def write_stamp(output: str | os.PathLike, inputs: Inputs) -> None:
 def remove_stamp(output: str | os.PathLike) -> None:
     """Forget ``output``'s inputs before it is redone, so that a failure leaves it unstamped."""
     stamp_path(output).unlink(missing_ok=True)
+
+
+def outdated_jobs(
+    outputs: Mapping[int, Path], inputs: Mapping[int, Inputs], where: str
+) -> list[int]:
+    """The jobs (of a stage's ``--nj``) whose output is missing or was made from other
+    inputs, each logged with what changed. Their outputs and stamps are removed now, so
+    that a job that then fails is redone by the next run, never trusted."""
+    todo = []
+    for job, output in outputs.items():
+        why = changes(output, inputs[job])
+        if why:
+            todo.append(job)
+            log.info("%s: job %d of %d to do: %s", where, job, len(outputs), "; ".join(why))
+            remove_stamp(output)
+            Path(output).unlink(missing_ok=True)
+    return todo
+
+
+@contextlib.contextmanager
+def stamping(
+    outputs: Mapping[int, Path], inputs: Mapping[int, Inputs], jobs: Iterable[int]
+) -> Iterator[None]:
+    """Around running ``jobs``: then stamp each whose output exists, also when others failed
+    (a job that finished is kept)."""
+    try:
+        yield
+    finally:
+        for job in jobs:
+            if Path(outputs[job]).exists():
+                write_stamp(outputs[job], inputs[job])

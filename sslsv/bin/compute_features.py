@@ -40,7 +40,7 @@ from sslsv.features import LogMelFbank
 from sslsv.fileio import atomic_write, read_dict, write_table
 from sslsv.locks import output_lock
 from sslsv.parallel import python_module, run_jobs
-from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
+from sslsv.reuse import files_identity, outdated_jobs, stamping, text_digest
 
 log = logging.getLogger("compute_features")
 
@@ -152,16 +152,9 @@ def compute(args: argparse.Namespace) -> None:
         output_lock(data_dir, "sslsv.bin.compute_features"),
     ):
         parts = split_data_dir(data_dir, args.nj, dest=split_dir)
-        inputs, todo = {}, []
-        for j, part in enumerate(parts, 1):
-            scp = feats_dir / f"fbank_{name}.{j}.scp"
-            inputs[j] = job_inputs(part, cfg)
-            why = changes(scp, inputs[j])
-            if why:
-                todo.append(j)
-                log.info("%s: job %d of %d to do: %s", data_dir, j, args.nj, "; ".join(why))
-                remove_stamp(scp)
-                scp.unlink(missing_ok=True)
+        outputs = {j: feats_dir / f"fbank_{name}.{j}.scp" for j in range(1, args.nj + 1)}
+        inputs = {j: job_inputs(part, cfg) for j, part in enumerate(parts, 1)}
+        todo = outdated_jobs(outputs, inputs, str(data_dir))
         if todo:
             # The data dir must not point at features being rewritten (stage 3 would read
             # them): its feats.scp comes back when every job is done.
@@ -170,12 +163,8 @@ def compute(args: argparse.Namespace) -> None:
             cmd = [*python_module("sslsv.bin.compute_features"), "--config", str(args.config)]
             cmd += ["--data", str(data_dir), "--feats-dir", str(feats_dir), "--nj", str(args.nj)]
             job = lambda j: [*cmd, "--job", str(j)]  # noqa: E731
-            try:
+            with stamping(outputs, inputs, todo):
                 run_jobs(job, args.nj, data_dir / "log", "fbank", todo, args.cmd)
-            finally:  # a job that finished is kept, even when another failed
-                for j in todo:
-                    if (feats_dir / f"fbank_{name}.{j}.scp").exists():
-                        write_stamp(feats_dir / f"fbank_{name}.{j}.scp", inputs[j])
         else:
             log.info("%s: features up to date (%d jobs); nothing redone", data_dir, args.nj)
         settings = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=True)

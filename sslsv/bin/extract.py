@@ -42,7 +42,7 @@ from sslsv.fileio import atomic_write, read_dict, write_table
 from sslsv.locks import output_lock
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.parallel import python_module, run_jobs
-from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
+from sslsv.reuse import files_identity, outdated_jobs, stamping, text_digest
 from sslsv.train.checkpoint import load_model
 
 log = logging.getLogger("extract")
@@ -158,16 +158,12 @@ def extract(args: argparse.Namespace) -> None:
     utts = read_audio_sources(data_dir)
     with output_lock(out_dir, "sslsv.bin.extract"):
         parts = split_data_dir(data_dir, args.nj, dest=out_dir / f"split{args.nj}")
-        inputs, todo = {}, []
-        for j, part in enumerate(parts, 1):
-            scp = out_dir / f"embeddings.{j}.scp"
-            inputs[j] = job_inputs(part, use_feats, model_identity, protocol)
-            why = changes(scp, inputs[j])
-            if why:
-                todo.append(j)
-                log.info("%s: job %d of %d to do: %s", out_dir, j, args.nj, "; ".join(why))
-                remove_stamp(scp)
-                scp.unlink(missing_ok=True)
+        outputs = {j: out_dir / f"embeddings.{j}.scp" for j in range(1, args.nj + 1)}
+        inputs = {
+            j: job_inputs(part, use_feats, model_identity, protocol)
+            for j, part in enumerate(parts, 1)
+        }
+        todo = outdated_jobs(outputs, inputs, str(out_dir))
         final_scp = out_dir / "embeddings.scp"
         if not todo and final_scp.is_file():
             log.info("%s: embeddings up to date (%d jobs); nothing redone", final_scp, args.nj)
@@ -182,12 +178,8 @@ def extract(args: argparse.Namespace) -> None:
             *(x for k, v in given.items() for x in (f"--{k.replace('_', '-')}", str(v))),
         )  # fmt: skip
         job = lambda j: [*cmd, "--job", str(j)]  # noqa: E731
-        try:
+        with stamping(outputs, inputs, todo):
             run_jobs(job, args.nj, out_dir / "log", "extract", todo, args.cmd)
-        finally:  # a job that finished is kept, even when another failed
-            for j in todo:
-                if (out_dir / f"embeddings.{j}.scp").exists():
-                    write_stamp(out_dir / f"embeddings.{j}.scp", inputs[j])
         merged: dict[str, str] = {}
         silent: list[str] = []
         for j in range(1, args.nj + 1):

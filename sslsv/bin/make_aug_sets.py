@@ -2,8 +2,9 @@
 
 Reads the noise and music files given (searched recursively in --noise-dir/--music-dir)
 and, for babble, the utterances of --babble-from. Writes OUT/rirs, OUT/noise and, when given
-sources, OUT/speech and OUT/music, each a data dir with a .done marker of its settings. A
-set already built with the same settings is skipped; with other settings, refused.
+sources, OUT/speech and OUT/music, each a data dir with a stamp beside it (OUT/SET.stamp: its
+settings and the identity of its source files). A set built from the same inputs is reused;
+from other inputs, rebuilt whole, and the log says what changed.
 
 Usage:
   python -m sslsv.bin.make_aug_sets --out exp/aug --seed 0 \\
