@@ -62,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    noise = list(args.noise_files) + [f for d in args.noise_dir for f in find_audio_files(d)]
-    music = list(args.music_files) + [f for d in args.music_dir for f in find_audio_files(d)]
+    found = {}
     for d in args.noise_dir + args.music_dir:
-        if not find_audio_files(d):
+        found[d] = find_audio_files(d)
+        if not found[d]:
             raise DataError(f"{d}: no audio files ({' '.join(AUDIO_EXTENSIONS)})")
+    noise = list(args.noise_files) + [f for d in args.noise_dir for f in found[d]]
+    music = list(args.music_files) + [f for d in args.music_dir for f in found[d]]
     start = time.time()
     build_aug_sets(
         args.out,
