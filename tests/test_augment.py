@@ -634,3 +634,14 @@ def test_real_noise_files(tmp_path):
     added = aug.apply(wave, params).double() - wave.double()
     measured = 10 * torch.log10(wave.double().pow(2).mean(1) / added.pow(2).mean(1))
     assert torch.allclose(measured, params.snr_db, atol=0.1)
+
+
+def test_cli_refuses_an_empty_noise_dir(tmp_path, capsys):
+    from sslsv.bin.make_aug_sets import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["--out", str(tmp_path / "aug"), "--num-rirs", "1", "--noise-dir", str(empty)]
+    assert main(args) == 1
+    assert f"{empty}: no audio files" in capsys.readouterr().err
+    assert not (tmp_path / "aug").exists()
