@@ -17,7 +17,7 @@ model, in data-dir order; log-mels from audio are computed on the model's device
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -59,17 +59,25 @@ class UtteranceSource(Dataset):
 
     From the audio (``wav.scp``, and ``segments`` when present), at the model's sample
     rate: a waveform (1, L) or crops (n, crop_samples). From ``feats.scp``: raw log-mels
-    (1, n_mels, T) or frame crops (n, n_mels, crop_frames).
+    (1, n_mels, T) or frame crops (n, n_mels, crop_frames). ``utts``, when given, keeps only
+    those utterances (still in data-dir order).
     """
 
     def __init__(
-        self, data_dir: Path, use_feats: bool, options: ExtractConfig, model: EmbeddingModel
+        self,
+        data_dir: Path,
+        use_feats: bool,
+        options: ExtractConfig,
+        model: EmbeddingModel,
+        utts: Collection[str] | None = None,
     ) -> None:
         self.feats_scp = data_dir / "feats.scp"
         if use_feats:
             self.items = list(read_dict(self.feats_scp).items())
         else:
             self.items = list(read_audio_sources(data_dir).items())
+        if utts is not None:
+            self.items = [item for item in self.items if item[0] in utts]
         self.use_feats, self.options = use_feats, options
         self.sample_rate = model.fbank.cfg.sample_rate
         crop_samples = round(options.crop_seconds * self.sample_rate)
@@ -104,16 +112,18 @@ def embed_data_dir(
     writer: Callable[[str, np.ndarray], None],
     options: ExtractConfig | None = None,
     silent: list[str] | None = None,
+    utts: Collection[str] | None = None,
 ) -> int:
     """Write one embedding per utterance of ``data_dir`` through ``writer``, in order.
 
     ``use_feats``: read ``feats.scp`` (raw log-mels as stage 1 writes them) instead of
     computing log-mels from ``wav.scp``. Digitally silent utterances are appended to
-    ``silent`` when given. Returns the number of utterances.
+    ``silent`` when given. ``utts``, when given, embeds only those utterances of the data
+    dir (a set, for fast membership tests). Returns the number of utterances.
     """
     options = options or ExtractConfig()
     device = torch.device(device)
-    source = UtteranceSource(Path(data_dir), use_feats, options, model)
+    source = UtteranceSource(Path(data_dir), use_feats, options, model, utts)
     full = options.crop_seconds == 0
     # Crops: every utterance has ``num_crops``, so a batch is a whole number of utterances,
     # stacked by the workers (into shared memory) rather than by this process.

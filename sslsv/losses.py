@@ -1,4 +1,5 @@
-"""NT-Xent with an additive margin on the positive pair (NT-Xent-AM), and its variants.
+"""NT-Xent with an additive margin on the positive pair (NT-Xent-AM) and its variants; the
+additive-angular-margin softmax (AAM, ArcFace) of the classifier.
 
 For L2-normalised anchors a_i, positives p_i and negatives n_ij, with scale s = 1/T:
 
@@ -9,6 +10,8 @@ candidate is the positive; the margin and the cross-entropy are shared.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -89,3 +92,40 @@ def margin_at(progress: float, margin: float, warmup: float) -> float:
     if warmup <= 0:
         return margin
     return margin * min(1.0, max(0.0, progress) / warmup)
+
+
+def aam_logits(
+    cos: torch.Tensor, labels: torch.Tensor, scale: float, margin: float
+) -> torch.Tensor:
+    """Additive angular margin (ArcFace) logits: ``s cos(theta_y + m)`` at each row's label,
+    ``s cos(theta_j)`` elsewhere.
+
+    Where ``theta_y + m`` would pass pi, ``cos`` stops decreasing; there the target logit is
+    ``s (cos(theta_y) - m sin(m))`` instead (the usual continuation, also WeSpeaker's), so
+    the logit keeps falling as the angle grows. ``cos``: (B, C) cosines to the class centres.
+    """
+    target = cos.gather(1, labels[:, None]).clamp(-1.0, 1.0)
+    sin = torch.sqrt((1.0 - target * target).clamp_min(1e-12))
+    with_margin = target * math.cos(margin) - sin * math.sin(margin)
+    with_margin = torch.where(
+        target > math.cos(math.pi - margin), with_margin, target - margin * math.sin(margin)
+    )
+    return (cos.scatter(1, labels[:, None], with_margin)) * scale
+
+
+def aam_softmax_with_accuracy(
+    cos: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float = 30.0,
+    margin: float = 0.2,
+    subcenters: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean AAM-softmax cross-entropy and top-1 accuracy (without margin) of ``cos``:
+    (B, C * subcenters) cosines of embeddings to the class centres, the ``subcenters``
+    centres of class c in columns ``c * subcenters ... (c + 1) * subcenters - 1``; a class's
+    cosine is that of its nearest centre (sub-centre ArcFace, robust to noisy labels)."""
+    if subcenters > 1:
+        cos = cos.unflatten(1, (-1, subcenters)).amax(dim=2)
+    accuracy = (cos.argmax(dim=1) == labels).float().mean()
+    loss = F.cross_entropy(aam_logits(cos, labels, scale, margin), labels)
+    return loss, accuracy.detach()

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Stage 5: metrics of every score file of an experiment (EER, minDCF, actDCF, Cllr; DET and
-# score-histogram plots) and the experiment's RESULTS file.
+# The last stage: metrics of every score file (EER, minDCF, actDCF, Cllr; DET and score-
+# histogram plots) and a RESULTS file with one line per model and trial list: the models of
+# one experiment (--models) and/or of several (--rows), with the second stage's clustering
+# statistics per round (--clustering).
 set -euo pipefail
 
 # Begin configuration section.
 config=              # experiment config (scoring.p_target; the protocol named in RESULTS)
-models="final init"  # <exp-dir>/scores_<model>/ for each
+models="final init"  # rows <model> from <exp-dir>/scores_<model>/
+rows=                # more rows, "LABEL=DIR/MODEL ...": scores from DIR/scores_MODEL/
+clustering=          # "LABEL=PL-DATA-DIR ...": the clustering.json of each round
+note=                # one more line for the header (e.g. the wall time of the run)
+output=              # the RESULTS file (default <exp-dir>/RESULTS)
 # End configuration section.
 
 help_message="Usage: $0 [options] --config <config> <exp-dir> <test-data-dir>...
- e.g.: $0 --config conf/x.yaml --models \"final init\" exp/x data/test
-Reads <exp-dir>/scores_<model>/<set>_<trials>.scores for each model and each trial list of
-each test data dir. Writes beside each its .metrics, <exp-dir>/plots_<model>/<set>_<trials>/
-{det,score_hist}.png and <exp-dir>/RESULTS (printed too)."
+ e.g.: $0 --config conf/x.yaml --models \"final init\" --rows \"stats=exp/stats/final\" \\
+         --clustering \"pl1=data/train_pl1\" exp/x data/test
+Reads <dir>/scores_<model>/<set>_<trials>.scores of each row for each trial list of each
+test data dir, and each <pl-data-dir>/clustering.json. Writes beside each score file its
+.metrics, <dir>/plots_<model>/<set>_<trials>/{det,score_hist}.png and the RESULTS file
+(printed too)."
 
 . "$(dirname "$(readlink -f "$0")")/../utils/lib/sslsv_env.sh"
 . "$SSLSV_ROOT/utils/parse_options.sh"
@@ -23,19 +31,34 @@ if [ $# -lt 2 ] || [ -z "$config" ]; then
 fi
 exp=$1
 shift
-rows=()
+entries=()
 for model in $models; do
+  entries+=("$model=$exp/$model")
+done
+for row in $rows; do
+  entries+=("$row")
+done
+args=()
+for entry in ${entries[@]+"${entries[@]}"}; do
+  label=${entry%%=*}
+  dir=$(dirname "${entry#*=}")
+  model=$(basename "${entry#*=}")
   for data in "$@"; do
     for trials in "$data"/trials "$data"/trials_*; do
       [ -f "$trials" ] || continue
       name=$(basename "$data")_$(basename "$trials")
-      scores=$exp/scores_$model/$name
+      scores=$dir/scores_$model/$name
       "$SSLSV_PYTHON" -m sslsv.bin.compute_metrics --config "$config" --trials "$trials" \
-        --scores "$scores.scores" --plot-dir "$exp/plots_$model/$name" \
+        --scores "$scores.scores" --plot-dir "$dir/plots_$model/$name" \
         --output "$scores.metrics" > /dev/null
-      rows+=(--row "$model $name" "$scores.metrics")
+      args+=(--row "$label $name" "$scores.metrics")
     done
   done
 done
-[ ${#rows[@]} -gt 0 ] || { echo "$0: no trial list in $*" >&2; exit 1; }
-"$SSLSV_PYTHON" -m sslsv.bin.results --config "$config" --output "$exp/RESULTS" "${rows[@]}"
+[ ${#args[@]} -gt 0 ] || { echo "$0: no row, or no trial list in $*" >&2; exit 1; }
+for entry in $clustering; do
+  args+=(--clustering "${entry%%=*}" "${entry#*=}/clustering.json")
+done
+[ -n "$note" ] && args+=(--note "$note")
+"$SSLSV_PYTHON" -m sslsv.bin.results --config "$config" --output "${output:-$exp/RESULTS}" \
+  "${args[@]}"

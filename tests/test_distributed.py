@@ -1,4 +1,5 @@
-"""Two gloo processes on CPU give the same SimCLR loss/gradients and MoCo queue as one."""
+"""Two gloo processes on CPU give the same SimCLR and classifier (AAM-softmax) loss and
+gradients, and MoCo queue, as one."""
 
 import os
 import socket
@@ -18,6 +19,7 @@ from sslsv.models import ENCODERS, register_encoder
 from sslsv.models.embedding import EmbeddingModel
 
 N, T = 8, 30
+CLASSES = 5
 
 if "test_mean_linear" not in ENCODERS:
 
@@ -47,12 +49,17 @@ def make_method(name):
         ],
     )
     torch.manual_seed(0)
-    return build_method(cfg, EmbeddingModel(cfg))
+    return build_method(cfg, EmbeddingModel(cfg), CLASSES)
 
 
-def batches():
+def batches(name):
+    """Two batches of (feats, labels): two views each, or one view for the classifier."""
     g = torch.Generator().manual_seed(3)
-    return [torch.randn(N, 2, 40, T, generator=g) for _ in range(2)]
+    views = 1 if name == "classifier" else 2
+    return [
+        (torch.randn(N, views, 40, T, generator=g), torch.randint(CLASSES, (N,), generator=g))
+        for _ in range(2)
+    ]
 
 
 def run_steps(method, forward, data, rank=0, world=1):
@@ -60,8 +67,9 @@ def run_steps(method, forward, data, rank=0, world=1):
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
     losses, grads = [], None
     local = N // world
-    for feats in data:
-        loss, _ = forward(feats[rank * local : (rank + 1) * local], 0.1)
+    for feats, labels in data:
+        mine = slice(rank * local, (rank + 1) * local)
+        loss, _ = forward(feats[mine], 0.1, labels[mine])
         opt.zero_grad()
         loss.backward()
         if grads is None:
@@ -83,7 +91,7 @@ def worker(rank, world, port, name, out_path):
     try:
         method = make_method(name)
         ddp = DistributedDataParallel(method)
-        result = run_steps(method, ddp, batches(), rank, world)
+        result = run_steps(method, ddp, batches(name), rank, world)
         if rank == 0:
             torch.save(result, out_path)
         del ddp  # before the process group: see sslsv.train.trainer.Trainer.close
@@ -97,10 +105,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", ["simclr", "moco"])
+@pytest.mark.parametrize("name", ["simclr", "moco", "classifier"])
 def test_two_processes_equal_one(tmp_path, name):
     method = make_method(name)
-    want_losses, want_grads, want_queue = run_steps(method, method, batches())
+    want_losses, want_grads, want_queue = run_steps(method, method, batches(name))
     out = tmp_path / "rank0.pt"
     context = mp.spawn(worker, args=(2, free_port(), name, str(out)), nprocs=2, join=False)
     deadline = time.monotonic() + 180  # a hang fails the test rather than the whole run

@@ -1,4 +1,5 @@
-"""End to end: egs/mini/run.sh stages 0-5 on a tiny corpus, reruns, and bad input."""
+"""End to end: egs/mini/run.sh stages 0-7 on a tiny corpus (SSL, stats baseline, two
+second-stage rounds, supervised ceiling), reruns, and bad input."""
 
 import os
 import re
@@ -16,9 +17,25 @@ encoder:
   args: {channels: [4, 8, 8, 16], blocks: [1, 1, 1, 1], embed_dim: 16, stem_stride: [2, 2]}
 train: {epochs: 2, batch_size: 16, num_workers: 0, average_last: 1}
 """
+# The second stage and the ceiling at the same tiny scale (8 training speakers x 5 utts).
+TINY_PL_CONFIG = """
+base: classifier_pl.yaml
+experiment: tiny_pl
+encoder:
+  args: {channels: [4, 8, 8, 16], blocks: [1, 1, 1, 1], embed_dim: 16, stem_stride: [2, 2]}
+train: {epochs: 2, batch_size: 16, num_workers: 0, average_last: 1}
+pseudo_label: {kmeans_clusters: 10, min_cluster_size: 2}
+"""
+TINY_SUPERVISED_CONFIG = """
+base: tiny_pl.yaml
+experiment: tiny_supervised
+pseudo_label: {init_from_seed: false}
+"""
 
 TINY_ARGS = ["--num-speakers", "12", "--utts-per-speaker", "5", "--num-test-speakers", "4",
-             "--trials-per-utt", "6", "--num-rirs", "4", "--config", "conf/tiny.yaml"]  # fmt: skip
+             "--trials-per-utt", "6", "--num-rirs", "4", "--config", "conf/tiny.yaml",
+             "--pl-config", "conf/tiny_pl.yaml",
+             "--supervised-config", "conf/tiny_supervised.yaml"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +53,8 @@ def make_recipe(work: Path) -> Path:
     for conf in (mini / "conf").glob("*.yaml"):
         os.symlink(conf, work / "conf" / conf.name)
     (work / "conf" / "tiny.yaml").write_text(TINY_CONFIG)
+    (work / "conf" / "tiny_pl.yaml").write_text(TINY_PL_CONFIG)
+    (work / "conf" / "tiny_supervised.yaml").write_text(TINY_SUPERVISED_CONFIG)
     return work
 
 
@@ -67,16 +86,30 @@ def brute_force_eer(scores: list[float], labels: list[bool]) -> float:
 @pytest.fixture(scope="module")
 def finished(recipe):
     result = run(recipe)
+    (recipe / "run.log").write_text(result.stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return recipe
 
 
+#: RESULTS row -> the directory and model name of its scores.
+ROWS = {
+    "init": ("tiny", "init"),
+    "stats": ("stats", "final"),
+    "ssl": ("tiny", "final"),
+    "pl1": ("tiny_pl1", "final"),
+    "pl2": ("tiny_pl2", "final"),
+    "supervised": ("tiny_supervised", "final"),
+}
+
+
 def test_end_to_end_results_match_scores(finished):
-    exp = finished / "exp" / "tiny"
-    results = (exp / "RESULTS").read_text()
+    results = (finished / "exp" / "tiny" / "RESULTS").read_text()
     assert "# embeddings: whole utterances; scoring: cosine" in results
-    for model in ("final", "init"):
-        line = next(ln for ln in results.splitlines() if ln.startswith(f"{model} test_trials"))
+    assert re.search(r"^# clustering pl1: utterances 40, .*nmi [0-9.]+", results, re.M), results
+    assert "# clustering pl2:" in results
+    for row, (name, model) in ROWS.items():
+        exp = finished / "exp" / name
+        line = next(ln for ln in results.splitlines() if ln.startswith(f"{row} test_trials"))
         eer = float(re.search(r"EER: ([0-9.]+)%", line).group(1)) / 100
         assert re.search(r"minDCF\(p=0.01\): [0-9.]+", line)
         trials = {}
@@ -90,23 +123,35 @@ def test_end_to_end_results_match_scores(finished):
             labels.append(trials.pop((e, t)))
         assert not trials, "every trial is scored"
         assert eer == pytest.approx(brute_force_eer(scores, labels), abs=1e-4)
-    assert (exp / "plots_final" / "test_trials" / "det.png").stat().st_size > 0
+    assert (finished / "exp" / "tiny" / "plots_final" / "test_trials" / "det.png").stat().st_size
+    # The second stage's data dirs: pseudo-speakers, keyed like the training set.
+    train = (finished / "data" / "train" / "utt2spk").read_text().splitlines()
+    for round in (1, 2):
+        pl = (finished / "data" / f"train_pl{round}" / "utt2spk").read_text().splitlines()
+        assert {ln.split()[0] for ln in pl} <= {ln.split()[0] for ln in train}
+        assert not {ln.split()[1] for ln in pl} & {ln.split()[1] for ln in train}
+    # Round 2 is seeded by round 1's model, round 1 by the SSL model (same encoder).
+    for seed in ("tiny", "tiny_pl1"):
+        assert (finished / "exp" / seed / "embeddings_final" / "train" / "embeddings.scp").exists()
+    assert "encoder initialised from exp/tiny_pl1/final.pt" in (finished / "run.log").read_text()
 
 
 def test_single_stage_rerun_reuses_outputs(finished):
     emb = finished / "exp" / "tiny" / "embeddings_final" / "test" / "embeddings.scp"
     before = emb.stat().st_mtime_ns
-    result = run(finished, "--stage", "3", "--stop-stage", "3")
+    final = finished / "exp" / "tiny_pl2" / "final.pt"
+    final_before = final.stat().st_mtime_ns
+    result = run(finished, "--stage", "3", "--stop-stage", "5")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "up to date" in result.stderr
-    assert emb.stat().st_mtime_ns == before
+    assert "up to date" in result.stderr and "nothing to do" in result.stderr
+    assert emb.stat().st_mtime_ns == before and final.stat().st_mtime_ns == final_before
 
 
 def test_unknown_option_and_bad_stage(recipe):
     result = run(recipe, "--no-such-option", "1")
     assert result.returncode != 0 and "--no-such-option" in result.stderr
-    result = run(recipe, "--stage", "7")
-    assert result.returncode != 0 and "stages are 0 to 5" in result.stderr
+    result = run(recipe, "--stage", "8")
+    assert result.returncode != 0 and "stages are 0 to 7" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -114,14 +159,14 @@ def test_unknown_option_and_bad_stage(recipe):
     [
         ("train: {epohcs: 3}", "train.epohcs"),
         ("scoring: {backend: pdla}", "'scoring.backend' is 'pdla'; allowed: cosine, plda"),
-        ("method: {name: byol}", "'method.name' is 'byol'; allowed: moco, simclr"),
+        ("method: {name: byol}", "'method.name' is 'byol'; allowed: classifier, moco, simclr"),
     ],
 )
 def test_bad_config_fails_before_any_stage(tmp_path, section, named):
     recipe = make_recipe(tmp_path / "recipe")
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"experiment: bad\n{section}\n")
-    result = run(recipe, "--config", str(bad), "--stage", "0", "--stop-stage", "5")
+    result = run(recipe, "--config", str(bad), "--stage", "0", "--stop-stage", "7")
     assert result.returncode == 1 and named in result.stderr
     assert not (recipe / "corpus").exists() and not (recipe / "data").exists()
 
@@ -162,7 +207,7 @@ def test_trial_without_embedding_is_named(finished, tmp_path):
     assert result.returncode != 0 and "ghost-utt" in result.stderr
 
 
-def test_changed_extract_section_reruns_stage_3_with_crops(finished):
+def test_changed_extract_section_reruns_stage_5_with_crops(finished):
     """Last in this file: it replaces the finished experiment's embeddings."""
     (finished / "conf" / "tiny_crops.yaml").write_text(
         "base: tiny.yaml\nextract: {crop_seconds: 1.0, num_crops: 3, batch_size: 8}\n"
@@ -173,12 +218,14 @@ def test_changed_extract_section_reruns_stage_3_with_crops(finished):
         finished,
         "--config",
         "conf/tiny_crops.yaml",
-        "--models",
-        "final",
+        "--rounds",
+        "0",
+        "--supervised",
+        "false",
         "--stage",
-        "3",
-        "--stop-stage",
         "5",
+        "--stop-stage",
+        "7",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert emb.stat().st_mtime_ns != before
@@ -186,4 +233,4 @@ def test_changed_extract_section_reruns_stage_3_with_crops(finished):
     assert "3 crops of 1 s" in log
     results = (finished / "exp" / "tiny" / "RESULTS").read_text()
     assert "# embeddings: mean of 3 crops of 1 s" in results
-    assert re.search(r"^final test_trials EER: [0-9.]+%", results, re.M)
+    assert re.search(r"^ssl test_trials EER: [0-9.]+%", results, re.M)

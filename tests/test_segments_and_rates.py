@@ -21,7 +21,7 @@ from sslsv.datadir.io import write_spk2utt
 from sslsv.datadir.tools import compute_utt2dur
 from sslsv.fileio import write_table
 from sslsv.train.checkpoint import load_safe
-from sslsv.train.dataset import CropPairDataset
+from sslsv.train.dataset import CropDataset
 
 RATE = 16000
 TINY = """
@@ -150,8 +150,8 @@ def test_an_8k_config_is_honoured_everywhere(tone_data_dir, tmp_path):
     cfg = load_config(config)
     rate = cfg.features.sample_rate
 
-    dataset = CropPairDataset(tone_data_dir, round(0.5 * rate), 0, rate)
-    assert dataset[(0, 0)].shape == (2, 4000)
+    dataset = CropDataset(tone_data_dir, round(0.5 * rate), 0, rate)
+    assert dataset[(0, 0)][0].shape == (2, 4000)
     seconds = float((tone_data_dir / "utt2dur").read_text().split()[1])
     assert dataset.num_samples[0] == int(seconds * rate)
 

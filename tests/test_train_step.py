@@ -98,8 +98,8 @@ def test_non_finite_loss_is_reported_with_its_step(tmp_path, tone_data_dir):
     trainer = make_trainer(tmp_path, tone_data_dir, "simclr")
     real_step = trainer.train_step
 
-    def step_with_nan(waves, epoch, step):
-        loss, accuracy, margin = real_step(waves, epoch, step)
+    def step_with_nan(waves, epoch, step, labels=None):
+        loss, accuracy, margin = real_step(waves, epoch, step, labels)
         return (loss * float("nan") if step == 1 else loss), accuracy, margin
 
     trainer.train_step = step_with_nan

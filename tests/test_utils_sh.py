@@ -226,10 +226,13 @@ STEPS = REPO / "steps"
     "step,options",
     [
         ("make_fbank.sh", ["--config", "--nj", "--cmd"]),
-        ("train_ssl.sh", ["--device", "--ngpu", "--nnodes", "--rdzv-endpoint", "--overrides"]),
+        ("train.sh", ["--device", "--ngpu", "--nnodes", "--rdzv-endpoint", "--overrides",
+                      "--init-model"]),  # fmt: skip
+        ("pseudo_label_round.sh", ["--nj", "--cmd", "--device", "--ngpu", "--train-opts"]),
+        ("fit_stats.sh", []),
         ("extract_embeddings.sh", ["--config", "--nj", "--cmd", "--device"]),
         ("score_trials.sh", ["--config", "--train-embeddings", "--train-data"]),
-        ("make_results.sh", ["--config", "--models"]),
+        ("make_results.sh", ["--config", "--models", "--rows", "--clustering", "--note"]),
     ],
 )
 def test_steps_print_usage_and_their_options(step: str, options: list[str], tmp_path) -> None:
@@ -253,7 +256,7 @@ def test_steps_name_a_missing_input(tmp_path: Path) -> None:
     empty.mkdir()
     result = run([STEPS / "make_fbank.sh", "--config", config, empty, tmp_path / "feats"])
     assert result.returncode == 1 and f"no such file {empty}/wav.scp" in result.stderr
-    result = run([STEPS / "train_ssl.sh", config, empty, tmp_path / "exp"])
+    result = run([STEPS / "train.sh", config, empty, tmp_path / "exp"])
     assert result.returncode == 1 and f"no such file {empty}/wav.scp" in result.stderr
     result = run([STEPS / "score_trials.sh", "--config", config, tmp_path, empty, tmp_path / "s"])
     assert result.returncode == 1 and f"no such file {tmp_path}/embeddings.scp" in result.stderr
@@ -266,7 +269,9 @@ def test_recipes_show_every_stage_as_a_call_and_link_no_other_recipe() -> None:
         text = (recipe / "run.sh").read_text()
         for step in (
             "make_fbank",
-            "train_ssl",
+            "train",
+            "fit_stats",
+            "pseudo_label_round",
             "extract_embeddings",
             "score_trials",
             "make_results",

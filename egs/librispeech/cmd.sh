@@ -1,4 +1,4 @@
-# Where the --nj jobs of stage 1 (features) and stage 3 (embeddings) run, sourced by run.sh
+# Where the --nj jobs of stage 1 (features) and stages 3 and 5 (embeddings) run, sourced by run.sh
 # and passed to each step as --cmd (options of run.sh too: ./run.sh --extract-cmd "...").
 #   local                  --nj processes on this machine
 #   slurm SBATCH-OPTIONS   one Slurm job array per step and data set (sbatch --wait)

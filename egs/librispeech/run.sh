@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# LibriSpeech recipe (real read speech) for the margin / symmetry / method ablation on a CPU.
-# Any LibriSpeech-layout root works (SPK/CHAPTER/SPK-CHAPTER-UTT.flac); by default the
-# development copy beside the checkout (../shared/data/LibriSpeech: train-clean-5 with 28
-# speakers, train-clean-100-sample with one utterance of each of 251 speakers).
+# LibriSpeech recipe (real read speech) on a CPU: the label-free pipeline of the field and its
+# honest baselines. Any LibriSpeech-layout root works (SPK/CHAPTER/SPK-CHAPTER-UTT.flac); by
+# default the development copy beside the checkout (../shared/data/LibriSpeech: train-clean-5
+# with 28 speakers, train-clean-100-sample with one utterance of each of 251 speakers).
 #
-#   ./run.sh [--config conf/simclr_ntxent_am.yaml] [--train-seed 1] [--stage 0] [--stop-stage 5]
+#   ./run.sh [--config conf/simclr_ntxent_am.yaml] [--rounds 2] [--stage 0] [--stop-stage 7]
 #
+# Stages: 0 data, 1 log-mels, 2 first stage (SSL; and the training-free stats baseline),
+# 3 second stage (--rounds rounds of embed -> cluster -> AAM-softmax classifier, each seeded
+# by the newest model), 4 the supervised ceiling (the classifier on the true speakers),
+# 5 embeddings, 6 scores, 7 RESULTS (every model, all trials and cross-chapter trials).
 # Whole speakers (conf/test_speakers) are held out: they are dropped from every training list
 # and make up the test set, whose trials come from local session (chapter) information.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
-. ./cmd.sh   # fbank_cmd, extract_cmd: where the --nj jobs of stages 1 and 3 run
+. ./cmd.sh   # fbank_cmd, extract_cmd: where the --nj jobs of stages 1, 3 and 5 run
 
 stage=0
-stop_stage=5
+stop_stage=7
 nj=2
 device=cpu
-ngpu=1                                # stage 2 processes (GPUs; CPU processes with --device cpu)
-config=conf/simclr_ntxent_am.yaml
+ngpu=1                                # training processes (GPUs; CPU processes with --device cpu)
+config=conf/simclr_ntxent_am.yaml     # the first stage (SSL)
+stats_config=conf/stats.yaml          # the training-free baseline
+pl_config=conf/classifier_pl.yaml     # the second stage: clustering and classifier
+supervised_config=conf/classifier_supervised.yaml  # the ceiling: true labels
+rounds=2                              # second-stage rounds (0: none)
+pl_seed=""                            # the first round's seed model (default: the SSL final.pt)
+supervised=true                       # train and score the supervised ceiling (uses labels)
 librispeech_root=../../../shared/data/LibriSpeech
 eval_subset=train-clean-5             # test speakers come from here
 extra_subsets=train-clean-100-sample  # more unlabelled training speech
@@ -27,18 +37,34 @@ train_seed=""                         # set: train.seed override, exp dir gets _
 seed=1234
 trials_per_utt=50
 target_fraction=0.25
-models="final init"
 
 . utils/parse_options.sh
 . utils/recipe.sh
-check_stages 5
-# Checks the whole config now, so that a bad key fails before stage 0.
+check_stages 7
+# Checks the whole configs now, so that a bad key fails before stage 0.
 exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$config" --get experiment)
+stats_exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$stats_config" --get experiment)
+"$SSLSV_PYTHON" -m sslsv.bin.config --config "$pl_config" --get experiment > /dev/null
+supervised_exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$supervised_config" \
+  --get experiment)
 overrides=""
 if [ -n "$train_seed" ]; then
   exp=${exp}_seed$train_seed
   overrides="train.seed=$train_seed"
 fi
+[ -n "$pl_seed" ] || pl_seed=$exp/final.pt
+
+# The models that stages 5-7 embed, score and report: label, model file, config.
+labels=(init stats ssl)
+models=("$exp/init.pt" "$stats_exp/final.pt" "$exp/final.pt")
+configs=("$config" "$stats_config" "$config")
+for round in $(seq 1 "$rounds"); do
+  labels+=("pl$round"); models+=("${exp}_pl$round/final.pt"); configs+=("$pl_config")
+done
+if [ "$supervised" = true ]; then
+  labels+=(supervised); models+=("$supervised_exp/final.pt"); configs+=("$supervised_config")
+fi
+emb_dir() { echo "$(dirname "$1")/embeddings_$(basename "$1" .pt)"; }  # of a model file
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   [ -d "$librispeech_root/$eval_subset" ] \
@@ -46,8 +72,11 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: $librispeech_root ($eval_subset + $extra_subsets), test speakers: conf/test_speakers"
   "$SSLSV_PYTHON" -m sslsv.bin.prepare_data librispeech "$librispeech_root/$eval_subset" \
     data/test --speakers conf/test_speakers --nj "$nj"
+  # trials: all of them; trials_cross_chapter: without the same-chapter targets (recording
+  # sessions differ, so the channel does not give the speaker away).
   "$SSLSV_PYTHON" -m sslsv.bin.make_trials data/test --num-per-utt "$trials_per_utt" \
-    --target-fraction "$target_fraction" --seed "$seed"
+    --target-fraction "$target_fraction" --seed "$seed" \
+    --cross-session-output data/test/trials_cross_chapter
   "$SSLSV_PYTHON" -m sslsv.bin.prepare_data librispeech "$librispeech_root/$eval_subset" \
     data/train_main --exclude-speakers conf/test_speakers --nj "$nj"
   parts=(data/train_main)
@@ -73,7 +102,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log "stage 1: log-mels of the sets stage 3 embeds (training makes its own on the device)"
+  log "stage 1: log-mels of the sets that stages 3 and 5 embed"
   for set in train test; do
     steps/make_fbank.sh --nj "$nj" --cmd "$fbank_cmd" --config "$config" \
       "data/$set" "feats/$set"
@@ -81,30 +110,60 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "stage 2: SSL training -> $exp"
-  steps/train_ssl.sh --device "$device" --ngpu "$ngpu" --overrides "$overrides" \
+  log "stage 2: SSL training -> $exp; stats baseline -> $stats_exp"
+  steps/train.sh --device "$device" --ngpu "$ngpu" --overrides "$overrides" \
     "$config" data/train "$exp"
+  steps/fit_stats.sh "$stats_config" data/train "$stats_exp"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  for model in $models; do
-    for set in train test; do  # train: the mean that cosine scoring subtracts
-      log "stage 3: embeddings of data/$set with $model.pt"
+  seed_model=$pl_seed
+  for round in $(seq 1 "$rounds"); do
+    log "stage 3: second stage, round $round of $rounds: seed $seed_model -> ${exp}_pl$round"
+    steps/pseudo_label_round.sh --nj "$nj" --cmd "$extract_cmd" --device "$device" \
+      --ngpu "$ngpu" "$pl_config" "$seed_model" data/train "data/train_pl$round" \
+      "${exp}_pl$round"
+    seed_model=${exp}_pl$round/final.pt
+  done
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [ "$supervised" = true ]; then
+  log "stage 4: supervised ceiling (true speaker labels) -> $supervised_exp"
+  steps/train.sh --device "$device" --ngpu "$ngpu" "$supervised_config" data/train \
+    "$supervised_exp"
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  for i in "${!models[@]}"; do
+    for set in train test; do  # train: the back end's training set (mean, PLDA, cohort)
+      log "stage 5: embeddings of data/$set with ${models[i]} (${labels[i]})"
       steps/extract_embeddings.sh --nj "$nj" --cmd "$extract_cmd" --device "$device" \
-        --config "$config" "$exp/$model.pt" "data/$set" "$exp/embeddings_$model/$set"
+        --config "${configs[i]}" "${models[i]}" "data/$set" "$(emb_dir "${models[i]}")/$set"
     done
   done
 fi
 
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  for model in $models; do
-    log "stage 4: scores of data/test with $model.pt"
-    steps/score_trials.sh --config "$config" --train-embeddings "$exp/embeddings_$model/train" \
-      --train-data data/train "$exp/embeddings_$model/test" data/test "$exp/scores_$model"
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  for i in "${!models[@]}"; do
+    log "stage 6: scores of data/test with ${models[i]} (${labels[i]})"
+    model_dir=$(dirname "${models[i]}")
+    steps/score_trials.sh --config "${configs[i]}" \
+      --train-embeddings "$(emb_dir "${models[i]}")/train" --train-data data/train \
+      "$(emb_dir "${models[i]}")/test" data/test "$model_dir/scores_$(basename "${models[i]}" .pt)"
   done
 fi
 
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  log "stage 5: $exp/RESULTS"
-  steps/make_results.sh --config "$config" --models "$models" "$exp" data/test
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  log "stage 7: $exp/RESULTS"
+  rows=""
+  for i in "${!models[@]}"; do
+    rows+=" ${labels[i]}=${models[i]%.pt}"
+  done
+  clustering=""
+  for round in $(seq 1 "$rounds"); do
+    clustering+=" pl$round=data/train_pl$round"
+  done
+  steps/make_results.sh --config "$config" --models "" --rows "$rows" \
+    --clustering "$clustering" --note "this run: stages $stage-$stop_stage in ${SECONDS}s" \
+    "$exp" data/test
 fi

@@ -1,11 +1,13 @@
 """Stage 0: generate a trial list for a data dir without an official one.
 
   python -m sslsv.bin.make_trials DATA_DIR --num-per-utt K --target-fraction F --seed S
-      [--output FILE]
+      [--output FILE] [--cross-session-output FILE2]
 
 Reads DATA_DIR/utt2spk (and utt2session, when present). Targets pair utterances of one
-speaker from different sessions; non-targets pair different speakers; no pair twice.
-Writes DATA_DIR/trials (or FILE), deterministic given the seed.
+speaker from different sessions where it has several, else from one session; non-targets
+pair different speakers; no pair twice. Writes DATA_DIR/trials (or FILE), deterministic
+given the seed, and with --cross-session-output the same list without its same-session
+targets (every non-target kept): the harder trials, where the channel does not help.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sslsv import cli
 from sslsv.datadir.io import write_trials
 from sslsv.datadir.trials import count_trials, make_trials
 from sslsv.datadir.validate import validate_data_dir
+from sslsv.errors import DataError
 from sslsv.fileio import read_dict
 
 
@@ -33,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", help="trial file (default DATA_DIR/trials)")
+    parser.add_argument(
+        "--cross-session-output",
+        help="also write the trials without same-session targets here (needs utt2session)",
+    )
     return parser
 
 
@@ -44,6 +51,8 @@ def run(args: argparse.Namespace) -> None:
     session_file = data_dir / "utt2session"
     utt2session = read_dict(session_file) if session_file.is_file() else None
     if utt2session is None:
+        if args.cross_session_output:
+            raise DataError(f"{session_file}: needed by --cross-session-output, not found")
         logging.info("%s: no utt2session; target trials may share a session", data_dir)
     trials = make_trials(
         utt2spk,
@@ -53,6 +62,15 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     write_trials(output, trials)
+    if args.cross_session_output:
+        cross = [t for t in trials if not t[2] or utt2session[t[0]] != utt2session[t[1]]]
+        write_trials(Path(args.cross_session_output), cross)
+        logging.info(
+            "%s: %d trials (%d target across sessions)",
+            args.cross_session_output,
+            len(cross),
+            sum(t[2] for t in cross),
+        )
     counts = count_trials(trials, utt2spk, utt2session)
     logging.info(
         "%s: %d speakers (%d utterances) -> %d trials: %d target (%s), %d non-target; "

@@ -1,13 +1,23 @@
-"""Stage 2: self-supervised training of a speaker-embedding extractor.
+"""Training a speaker-embedding extractor: self-supervised (stage 2), or a classifier with
+AAM-softmax on the speakers of DATA/utt2spk (method.name: classifier; the second stage's
+pseudo-speakers, or the true speakers for a supervised ceiling).
 
   python -m sslsv.bin.train --config conf/x.yaml --data data/train --exp-dir exp/x
+      [--init-model exp/seed/final.pt]
   torchrun --nproc-per-node N -m sslsv.bin.train ...   (N processes, the same global batch)
+
+--init-model: the encoder starts from that model's weights when pseudo_label.init_from_seed
+is true and it has the same encoder and front end (else from random weights, said in the
+log); --init-embeddings (the seed's embeddings of DATA) then puts the classifier's class
+centres at the classes' mean embeddings. Both are part of what the experiment was made from.
 
 Reads the config (every section; --override KEY=VALUE changes keys), DATA/wav.scp (and
 DATA/segments), DATA/utt2dur and the augmentation sets the config names. Writes EXP_DIR/
 config.yaml (the resolved config) and init.pt (the untrained encoder), both only once the
 data and config have been checked, checkpoints/ (every epoch, optionally every N steps),
-log/train.log, tensorboard/ and, at the end, final.pt; bad_audio.txt lists the training
+log/train.log (with the validation EER and minDCF when train.validation names a data dir),
+tensorboard/ and, at the end, final.pt (with train.validation.select_best: the validated
+epoch of lowest EER, kept in best.pt); bad_audio.txt lists the training
 utterances whose audio is unreadable or empty (more than 1%: training refuses to start).
 Rerunning resumes from the newest checkpoint; a finished experiment (final.pt present, all
 epochs done) is left as it is; a changed config is refused, naming the keys, and so is a
@@ -61,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", required=True, help="experiment directory")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument(
+        "--init-model",
+        help="a model file (the second stage's seed final.pt) to start the encoder from, "
+        "when pseudo_label.init_from_seed is true and its encoder is the same",
+    )
+    p.add_argument(
+        "--init-embeddings",
+        help="with --init-model: that model's embeddings of DATA's utterances (scp), whose "
+        "class means are the classifier's starting centres",
+    )
+    p.add_argument(
         "--override", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. train.epochs=2"
     )
     return p
@@ -74,7 +94,7 @@ def check_unchanged(cfg_dict: dict, resolved: Path) -> None:
         old = yaml.safe_load(f) or {}
     # Epoch count may grow to continue training, and the settings of the later stages
     # (extraction, scoring) may change; anything else changes the experiment.
-    free = ("train.epochs:", "extract.", "scoring.")
+    free = ("train.epochs:", "extract.", "scoring.", "pseudo_label.")
     diffs = [d for d in _differences(old, cfg_dict) if not d.startswith(free)]
     if diffs:
         raise ConfigError(
@@ -84,15 +104,28 @@ def check_unchanged(cfg_dict: dict, resolved: Path) -> None:
         )
 
 
-def training_inputs(data_dir: Path) -> dict:
+def training_inputs(
+    data_dir: Path,
+    init_model: Path | None = None,
+    labels: bool = False,
+    init_embeddings: Path | None = None,
+) -> dict:
     """What a trained model was made from besides its config (see :mod:`sslsv.reuse`): the
-    training data dir's utterances and durations, and the identity of their audio files."""
-    return {
+    training data dir's utterances, durations and speakers (a classifier's labels), the
+    identity of their audio files, and the model and embeddings it started from."""
+    inputs = {
         "format": "sslsv-training-data-1",
         "utterances": text_digest(data_dir / "wav.scp", data_dir / "segments"),
         "durations": text_digest(data_dir / "utt2dur"),
         "audio": files_identity(s.path for s in read_audio_sources(data_dir).values()),
     }
+    if labels:
+        inputs["speakers"] = text_digest(data_dir / "utt2spk")
+    if init_model is not None:
+        inputs["init_model"] = files_identity([str(init_model)])
+    if init_embeddings is not None:
+        inputs["init_embeddings"] = text_digest(init_embeddings)
+    return inputs
 
 
 def check_same_data(inputs: dict, resolved: Path) -> None:
@@ -126,12 +159,25 @@ def train(args: argparse.Namespace) -> int:
 def _train_locked(cfg: Config, exp_dir: Path, args: argparse.Namespace) -> int:
     resolved = exp_dir / "config.yaml"
     check_unchanged(config_to_dict(cfg), resolved)
-    data = training_inputs(Path(args.data))
+    init_model = init_embeddings = None
+    if args.init_model and cfg.pseudo_label.init_from_seed:
+        init_model = Path(args.init_model)
+        if not init_model.is_file():
+            raise DataError(f"--init-model {init_model}: no such file")
+        if args.init_embeddings:
+            init_embeddings = Path(args.init_embeddings)
+            if not init_embeddings.is_file():
+                raise DataError(f"--init-embeddings {init_embeddings}: no such file")
+    from sslsv.methods import method_class, needs_labels
+
+    data = training_inputs(
+        Path(args.data), init_model, needs_labels(method_class(cfg)), init_embeddings
+    )
     check_same_data(data, resolved)
     from sslsv.train.trainer import Trainer  # torch: after the cheap checks
 
     try:
-        trainer = Trainer(cfg, args.data, exp_dir, args.device)
+        trainer = Trainer(cfg, args.data, exp_dir, args.device, init_model, init_embeddings)
     except BaseException:
         distributed.shutdown()  # it may have joined the process group before failing
         raise

@@ -233,6 +233,13 @@ def _complete(cfg: Config, source: str) -> Config:
             pair = getattr(category, field_name)
             if len(pair) != 2 or pair[0] > pair[1]:
                 raise error(f"{key}.{field_name}", pair, "it must be a [low, high] pair")
+    pl = cfg.pseudo_label
+    if pl.merge_to and pl.merge_threshold:
+        why = f"give it or merge_threshold ({pl.merge_threshold}), not both (0: not used)"
+        raise error("pseudo_label.merge_to", pl.merge_to, why)
+    if pl.merge_to >= pl.kmeans_clusters:
+        why = f"it must be < kmeans_clusters {pl.kmeans_clusters} (0: no merging)"
+        raise error("pseudo_label.merge_to", pl.merge_to, why)
     # Imported here, not at the top: the registries import torch (seconds), which a command
     # that only reads a config section does not need until it checks one.
     from sslsv.methods import METHODS

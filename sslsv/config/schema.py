@@ -15,6 +15,7 @@ from typing import Any, Literal
 Precision = Literal["fp32", "bf16"]
 ScoringBackend = Literal["cosine", "plda"]
 ScoreNorm = Literal["none", "z", "t", "s", "as"]
+Linkage = Literal["average", "complete", "single", "ward"]
 
 
 def checked(
@@ -77,13 +78,17 @@ class LossConfig:
 
 @dataclass
 class MethodConfig:
-    """SSL method: a name of the registry (``sslsv.methods``: ``simclr``, ``moco``)."""
+    """A training method of the registry (``sslsv.methods``): ``simclr``, ``moco`` (two
+    views, no labels) or ``classifier`` (one view, AAM-softmax over the data dir's
+    ``utt2spk``: pseudo-speakers in the second stage, true speakers for a ceiling)."""
 
     name: str = "simclr"
     # Hidden/out sizes of an optional MLP projector; empty means none (the paper's SimCLR).
     projector: list[int] = checked(factory=list, minimum=1)
     momentum: float = checked(0.999, minimum=0, maximum=1)
     queue_size: int = checked(32768, minimum=1)
+    # classifier: centres per class of the AAM-softmax (sub-centre ArcFace when > 1).
+    subcenters: int = checked(1, minimum=1)
 
 
 #: MUSAN-style defaults per noise category name: (snr_db, num_sources).
@@ -108,7 +113,8 @@ class NoiseCategoryConfig:
 
 @dataclass
 class AugmentConfig:
-    """Waveform augmentation of each crop: reverberation, then additive noise."""
+    """Augmentation of each crop: reverberation, then additive noise (waveforms), then
+    optionally masks on the log-mels."""
 
     enabled: bool = True
     rir_dir: str = path_field()
@@ -117,6 +123,28 @@ class AugmentConfig:
     noise: dict[str, NoiseCategoryConfig] = field(default_factory=dict)
     # Cap on seconds of noise audio held in memory per category (0: none).
     max_noise_seconds: float = checked(3600.0, minimum=0)
+    # SpecAugment-style masks on each crop's log-mels (0 masks: none): bands of up to
+    # spec_freq_width bins and spans of up to spec_time_width frames (sslsv.augment.specmask).
+    spec_freq_masks: int = checked(0, minimum=0)
+    spec_freq_width: int = checked(8, minimum=1)
+    spec_time_masks: int = checked(0, minimum=0)
+    spec_time_width: int = checked(20, minimum=1)
+
+
+@dataclass
+class ValidationConfig:
+    """EER and minDCF on held-out speakers during training (train.log, TensorBoard).
+
+    ``data_dir`` empty: no validation. Choosing ``final.pt`` by it (``select_best``) uses
+    the held-out speakers' labels, a form of supervision: off by default."""
+
+    data_dir: str = path_field()
+    trials: str = path_field()  # default: <data_dir>/trials
+    every_epochs: int = checked(1, minimum=1)
+    crop_seconds: float = checked(0.0, minimum=0)  # 0: whole utterances
+    num_crops: int = checked(1, minimum=1)
+    max_trials: int = checked(0, minimum=0)  # a seeded subset (0: all trials)
+    select_best: bool = False  # final.pt: the validated epoch with the lowest EER
 
 
 @dataclass
@@ -141,6 +169,7 @@ class TrainConfig:
     keep_checkpoints: int = checked(5, minimum=1)
     average_last: int = checked(1, minimum=1)  # average the last N epoch checkpoints: final.pt
     log_every: int = checked(10, minimum=1)  # steps: loss read from the device, bar, TensorBoard
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 @dataclass
@@ -178,6 +207,25 @@ class ScoringConfig:
 
 
 @dataclass
+class PseudoLabelConfig:
+    """The second stage's clustering (:mod:`sslsv.cluster`): k-means of the L2-normalised
+    training-set embeddings into ``kmeans_clusters``, then optionally agglomerative merging
+    of the centroids to ``merge_to`` clusters or up to a cosine distance
+    ``merge_threshold`` (0 for both: no merging). Utterances of clusters smaller than
+    ``min_cluster_size`` are left out of the pseudo-labelled data dir."""
+
+    kmeans_clusters: int = checked(1000, minimum=2)
+    kmeans_iters: int = checked(30, minimum=1)
+    merge_to: int = checked(0, minimum=0)
+    merge_threshold: float = checked(0.0, minimum=0, maximum=2)
+    linkage: Linkage = "average"
+    min_cluster_size: int = checked(2, minimum=1)
+    seed: int = 0
+    # The classifier starts from the seed model's encoder when both have the same encoder.
+    init_from_seed: bool = True
+
+
+@dataclass
 class Config:
     experiment: str = "simclr_ntxent_am"
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -188,3 +236,4 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)

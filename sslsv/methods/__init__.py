@@ -1,4 +1,10 @@
-"""SSL method registry: ``name -> class``. A method turns two views into a loss."""
+"""Training method registry: ``name -> class``. A method turns a batch of crops (B, views,
+n_mels, T) into a loss: SimCLR and MoCo two views without labels, the classifier one view
+with a class label per utterance.
+
+A method class says what it needs with two class attributes: ``views`` (crops per
+utterance, default 2) and ``needs_labels`` (default False; True: it is built with
+``num_classes`` and gets the labels of the data dir's ``utt2spk``)."""
 
 from __future__ import annotations
 
@@ -20,12 +26,27 @@ def register_method(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return add
 
 
-def build_method(cfg: Config, model: EmbeddingModel) -> nn.Module:
+def method_class(cfg: Config) -> type[nn.Module]:
     if cfg.method.name not in METHODS:
         raise ValueError(
             f"unknown method.name {cfg.method.name!r} (known: {', '.join(sorted(METHODS))})"
         )
-    return METHODS[cfg.method.name](cfg, model)
+    return METHODS[cfg.method.name]
+
+
+def views_of(cls: type[nn.Module]) -> int:
+    return getattr(cls, "views", 2)
+
+
+def needs_labels(cls: type[nn.Module]) -> bool:
+    return getattr(cls, "needs_labels", False)
+
+
+def build_method(cfg: Config, model: EmbeddingModel, num_classes: int = 0) -> nn.Module:
+    cls = method_class(cfg)
+    if needs_labels(cls):
+        return cls(cfg, model, num_classes)
+    return cls(cfg, model)
 
 
 def make_projector(in_dim: int, sizes: list[int]) -> nn.Module:
@@ -41,4 +62,4 @@ def make_projector(in_dim: int, sizes: list[int]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-from sslsv.methods import moco, simclr  # noqa: E402,F401
+from sslsv.methods import classifier, moco, simclr  # noqa: E402,F401

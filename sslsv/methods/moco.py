@@ -79,7 +79,9 @@ class MoCo(nn.Module):
             self.queue[view, idx] = k.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
-    def forward(self, feats: torch.Tensor, margin: float) -> tuple[torch.Tensor, dict]:
+    def forward(
+        self, feats: torch.Tensor, margin: float, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """``feats``: (B, 2, n_mels, T) log-mels of two views -> (loss, metrics)."""
         batch = feats.shape[0]
         views = feats.transpose(0, 1)

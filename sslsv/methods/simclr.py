@@ -20,7 +20,9 @@ class SimCLR(nn.Module):
         self.model = model
         self.projector = make_projector(model.embed_dim, cfg.method.projector)
 
-    def forward(self, feats: torch.Tensor, margin: float) -> tuple[torch.Tensor, dict]:
+    def forward(
+        self, feats: torch.Tensor, margin: float, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """``feats``: (B, 2, n_mels, T) log-mels of two views -> (loss, metrics)."""
         batch = feats.shape[0]
         # One encoder pass over both views, so batch norm sees them together.

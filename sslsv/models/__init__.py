@@ -40,4 +40,4 @@ def build_encoder(name: str, n_mels: int, args: dict) -> nn.Module:
 
 
 # Importing the modules registers their encoders.
-from sslsv.models import ecapa_tdnn, resnet  # noqa: E402,F401
+from sslsv.models import ecapa_tdnn, resnet, stats  # noqa: E402,F401

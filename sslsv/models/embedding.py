@@ -1,5 +1,5 @@
-"""The model that a checkpoint holds: log-mel front end + per-utterance MVN + encoder
-(saved and loaded by :mod:`sslsv.train.checkpoint`)."""
+"""The model that a checkpoint holds: log-mel front end + per-utterance MVN (unless the
+encoder takes raw features) + encoder (saved and loaded by :mod:`sslsv.train.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ class EmbeddingModel(nn.Module):
         return self.encoder.embed_dim
 
     def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """Raw log-mels (B, n_mels, T), as stage 1 writes them -> embeddings (B, D)."""
-        return self.encoder(mean_var_norm(feats))
+        """Raw log-mels (B, n_mels, T), as stage 1 writes them -> embeddings (B, D); the
+        encoder sees them mean/variance normalised per utterance, unless it declares
+        ``raw_features = True`` (statistics of the raw log-mels: :mod:`sslsv.models.stats`)."""
+        if not getattr(self.encoder, "raw_features", False):
+            feats = mean_var_norm(feats)
+        return self.encoder(feats)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """Waveforms (B, L) -> embeddings (B, D)."""

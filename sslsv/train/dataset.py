@@ -1,5 +1,6 @@
-"""Training data: two random fixed-length crops per utterance, read by seeking
-(:func:`sslsv.audio.read_crop`: ``segments`` honoured, resampled to the training rate).
+"""Training data: random fixed-length crops of each utterance (two for the contrastive
+methods), read by seeking (:func:`sslsv.audio.read_crop`: ``segments`` honoured, resampled to
+the training rate), with the utterance's class index for a classifier.
 
 Every random choice is a pure function of (seed, epoch, utterance index), so crops do not
 depend on worker assignment and a resumed run reproduces an uninterrupted one exactly.
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 from sslsv.audio import AudioSource, default_jobs, describe_source, probe_audio_files, read_crop
 from sslsv.datadir.io import read_audio_sources
 from sslsv.errors import ConfigError, DataError
-from sslsv.fileio import atomic_write, read_dict
+from sslsv.fileio import atomic_write, kaldi_sort_key, read_dict
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,22 @@ SEGMENT_OVERSHOOT = 0.05
 SHOWN_BAD = 5
 
 
-class CropPairDataset(Dataset):
-    """Item ``(epoch, index)`` -> (2, crop_samples) float32 tensor of two random crops."""
+class CropDataset(Dataset):
+    """Item ``(epoch, index)`` -> ((views, crop_samples) float32 crops, class index).
+
+    ``views`` random crops per utterance (2 for contrastive methods, 1 for a classifier).
+    With ``labels``, the class index is that of the utterance's speaker in ``utt2spk``
+    (speakers numbered in C order, :attr:`classes`); without, it is -1.
+    """
 
     def __init__(
-        self, data_dir: str | os.PathLike, crop_samples: int, seed: int, sample_rate: int
+        self,
+        data_dir: str | os.PathLike,
+        crop_samples: int,
+        seed: int,
+        sample_rate: int,
+        views: int = 2,
+        labels: bool = False,
     ) -> None:
         data_dir = Path(data_dir)
         self.sources = read_audio_sources(data_dir)
@@ -54,10 +66,21 @@ class CropPairDataset(Dataset):
         self.crop_samples = crop_samples
         self.sample_rate = sample_rate
         self.seed = seed
+        self.views = views
+        self.classes: list[str] = []
+        self.utt_labels: dict[str, int] = {}
+        if labels:
+            utt2spk = read_dict(data_dir / "utt2spk")
+            unlabelled = [u for u in self.utts if u not in utt2spk]
+            if unlabelled:
+                raise DataError(f"{data_dir}/utt2spk: no speaker for {unlabelled[:5]}")
+            self.classes = sorted({utt2spk[u] for u in self.utts}, key=kaldi_sort_key)
+            index = {c: i for i, c in enumerate(self.classes)}
+            self.utt_labels = {u: index[utt2spk[u]] for u in self.utts}
 
     def exclude(self, utts: Collection[str]) -> None:
-        """Leave ``utts`` out (bad audio); the others keep their order. Indices change, so
-        call this before a sampler is built on the dataset."""
+        """Leave ``utts`` out (bad audio); the others keep their order (and their class
+        indices). Indices change, so call this before a sampler is built on the dataset."""
         drop = set(utts)
         if not drop:
             return
@@ -69,7 +92,7 @@ class CropPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
-    def __getitem__(self, item: tuple[int, int]) -> torch.Tensor:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, index = item
         rng = np.random.default_rng((self.seed, epoch, index))
         span = max(1, self.num_samples[index] - self.crop_samples)
@@ -82,9 +105,9 @@ class CropPairDataset(Dataset):
                 sample_rate=self.sample_rate,
                 utt=utt,
             )
-            for _ in range(2)
+            for _ in range(self.views)
         ]
-        return torch.from_numpy(np.stack(crops))
+        return torch.from_numpy(np.stack(crops)), self.utt_labels.get(utt, -1)
 
 
 class GlobalBatchSampler(Sampler):

@@ -1,6 +1,7 @@
 """SSL training loop: single process or torchrun/DDP, CPU or CUDA, exact resume.
 
-Per step: raw waveform crops -> device -> augmentation (whole batch) -> log-mels -> method.
+Per step: raw waveform crops -> device -> augmentation (whole batch) -> log-mels (optionally
+masked) -> method.
 Random choices come from generators seeded by (seed, epoch, step, rank), so a resumed run
 repeats an uninterrupted one; checkpoints also hold optimizer, scheduler, queue and RNG state.
 
@@ -28,15 +29,17 @@ from tqdm import tqdm
 
 from sslsv import distributed
 from sslsv.augment.build import build_augmenter
+from sslsv.augment.specmask import apply_masks, masking_enabled, sample_masks
 from sslsv.config.load import config_to_dict, save_config
 from sslsv.config.schema import Config
-from sslsv.errors import DataError, UserError
+from sslsv.errors import ConfigError, DataError, UserError
 from sslsv.fileio import atomic_write
 from sslsv.losses import margin_at
-from sslsv.methods import build_method
+from sslsv.methods import build_method, method_class, needs_labels, views_of
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train import checkpoint, signals
-from sslsv.train.dataset import CropPairDataset, GlobalBatchSampler, check_training_audio
+from sslsv.train.dataset import CropDataset, GlobalBatchSampler, check_training_audio
+from sslsv.train.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,53 @@ def _model_state(method: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in method.state_dict().items() if k.startswith("model.")}
 
 
+def start_from_model(model: EmbeddingModel, cfg: Config, path: Path) -> bool:
+    """Load the encoder and front end of model file ``path`` into ``model`` when they are
+    the same (``encoder`` and ``features`` sections); otherwise keep the random start and
+    say why (a ``stats`` seed has no encoder to start from). Returns whether it loaded."""
+    payload = checkpoint.load_safe(path)
+    seed_cfg = payload.get("config", {}) if isinstance(payload, dict) else {}
+    mine = config_to_dict(cfg)
+    different = [k for k in ("encoder", "features") if seed_cfg.get(k) != mine[k]]
+    if different:
+        log.info(
+            "%s: its %s differ from this config's: the encoder starts from random weights",
+            path,
+            " and ".join(different),
+        )
+        return False
+    model.load_state_dict(payload["model"])
+    log.info("encoder initialised from %s", path)
+    return True
+
+
+def class_means(dataset: CropDataset, embeddings: Path) -> torch.Tensor:
+    """(classes, D) mean of the L2-normalised embeddings of each class's utterances."""
+    from sslsv.backend.embeddings import load_embeddings
+
+    _, x = load_embeddings(embeddings, dataset.utts)
+    x = torch.nn.functional.normalize(torch.from_numpy(x).double(), dim=1)
+    labels = torch.tensor([dataset.utt_labels[u] for u in dataset.utts])
+    sums = torch.zeros(len(dataset.classes), x.shape[1], dtype=torch.float64)
+    sums.index_add_(0, labels, x)
+    return sums / torch.bincount(labels, minlength=len(dataset.classes))[:, None]
+
+
 class Trainer:
     def __init__(
-        self, cfg: Config, train_dir: str | Path, exp_dir: str | Path, device: str = "cpu"
+        self,
+        cfg: Config,
+        train_dir: str | Path,
+        exp_dir: str | Path,
+        device: str = "cpu",
+        init_model: str | Path | None = None,
+        init_embeddings: str | Path | None = None,
     ) -> None:
+        """``init_model``: a model file (``final.pt``) whose encoder, when it is the same
+        encoder with the same front end, is the starting point instead of a random one
+        (the second stage's classifier starts from its seed model); then a classifier's
+        centres start at its classes' mean embeddings from ``init_embeddings`` (the seed's
+        embeddings of the training utterances), when given."""
         self.cfg = cfg
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
@@ -74,9 +120,26 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        rate = cfg.features.sample_rate  # every reader resamples to it
+        crop_samples = round(tc.crop_seconds * rate)
+        method_cls = method_class(cfg)
+        self.dataset = CropDataset(
+            train_dir, crop_samples, tc.seed, rate, views_of(method_cls), needs_labels(method_cls)
+        )
+        self.dataset.exclude(self._check_audio())
+        if needs_labels(method_cls) and len(self.dataset.classes) < 2:
+            raise DataError(
+                f"{train_dir}/utt2spk: method.name {cfg.method.name!r} needs at least 2 classes "
+                f"(speakers), got {len(self.dataset.classes)}"
+            )
         torch.manual_seed(tc.seed)
         model = EmbeddingModel(cfg)
-        self.method = build_method(cfg, model).to(self.device)
+        seeded = init_model is not None and start_from_model(model, cfg, Path(init_model))
+        self.method = build_method(cfg, model, len(self.dataset.classes))
+        if seeded and init_embeddings is not None and hasattr(self.method, "init_centres"):
+            self.method.init_centres(class_means(self.dataset, Path(init_embeddings)))
+            log.info("class centres initialised from the mean embeddings of %s", init_embeddings)
+        self.method = self.method.to(self.device)
         if tc.channels_last:
             # 4-D weights only; activations follow the first convolution's layout.
             self.method.to(memory_format=torch.channels_last)
@@ -92,16 +155,17 @@ class Trainer:
             else:
                 self.method = distributed.convert_to_global_batchnorm(self.method)
         params = [p for p in self.method.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(
+                f"encoder.name {cfg.encoder.name!r} with method.name {cfg.method.name!r} has "
+                "no trainable weights: fit it with steps/fit_stats.sh (sslsv.bin.fit_stats)"
+            )
         self.optimizer = torch.optim.Adam(
             params, lr=tc.lr, weight_decay=tc.weight_decay, fused=self.device.type == "cuda"
         )
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=tc.lr_decay_every, gamma=tc.lr_decay
         )
-        rate = cfg.features.sample_rate  # every reader resamples to it
-        crop_samples = round(tc.crop_seconds * rate)
-        self.dataset = CropPairDataset(train_dir, crop_samples, tc.seed, rate)
-        self.dataset.exclude(self._check_audio())
         self.sampler = GlobalBatchSampler(
             len(self.dataset), tc.batch_size, tc.seed, self.rank, self.world
         )
@@ -117,6 +181,14 @@ class Trainer:
             worker_init_fn=signals.ignore_stop_signals if tc.num_workers > 0 else None,
         )
         self.augmenter = build_augmenter(cfg.augment, rate, self.device, crop_samples)
+        self.spec_masking = masking_enabled(cfg.augment)
+        # Rank 0 validates (the others wait at a barrier); built now, so that a bad
+        # validation data dir or trial list fails before the first step.
+        self.validator = None
+        if tc.validation.data_dir and self.rank == 0:
+            self.validator = Validator(cfg, self.device)
+            log.info("%s", self.validator.describe())
+        self.best: tuple[float, int] | None = None  # (lowest validation EER, its epoch)
         self.epoch, self.step = 0, 0  # position: next step to run
         self._stop: signals.StopRequest | None = None
         self._resume()
@@ -199,6 +271,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "best_validation": list(self.best) if self.best else [],
             "world_size": self.world,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -212,6 +285,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step = state["epoch"], state["step"]
+        best = state.get("best_validation")
+        self.best = (float(best[0]), int(best[1])) if best else None
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -271,11 +346,14 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------
     def train_step(
-        self, waves: torch.Tensor, epoch: int, step: int
+        self, waves: torch.Tensor, epoch: int, step: int, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """One optimizer step on (B, 2, L) waveforms; returns (loss, accuracy, margin)."""
+        """One optimizer step on (B, views, L) waveforms with their (B,) class indices (-1
+        for methods without labels); returns (loss, accuracy, margin)."""
         tc = self.cfg.train
         waves = waves.to(self.device, non_blocking=True)
+        if labels is not None:
+            labels = labels.to(self.device, non_blocking=True)
         batch, views, length = waves.shape
         flat = waves.reshape(batch * views, length)
         if self.augmenter is not None:
@@ -298,8 +376,16 @@ class Trainer:
         )
         with autocast:
             feats = self.method.model.fbank(flat)
+            if self.spec_masking:
+                # Drawn for the global batch, like the waveform augmentation's choices.
+                generator = torch.Generator().manual_seed(
+                    (_step_seed(tc.seed, epoch, step) + 1) % (2**63 - 1)
+                )
+                rows, n_mels, frames = feats.shape
+                masks = sample_masks(rows * self.world, n_mels, frames, self.cfg.augment, generator)
+                feats = apply_masks(feats, masks.rows(self.rank * rows, (self.rank + 1) * rows))
             feats = feats.reshape(batch, views, *feats.shape[1:])
-            loss, metrics = self.method_step(feats, margin)
+            loss, metrics = self.method_step(feats, margin, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -333,13 +419,23 @@ class Trainer:
                 if self.writer:
                     self.writer.close()
             if self.rank == 0:
-                averaged = checkpoint.average_epoch_models(
-                    self.ckpt_dir, self.steps_per_epoch, tc.average_last, upto_epoch=tc.epochs
-                )
-                checkpoint.save_atomic(
-                    checkpoint.model_payload(config_to_dict(self.cfg), averaged),
-                    self.exp_dir / "final.pt",
-                )
+                final = self.exp_dir / "final.pt"
+                if tc.validation.select_best and self.best is not None:
+                    # best.pt holds the model payload already: final.pt is a copy of it.
+                    log.info(
+                        "final model: epoch %d, the lowest validation EER (%.2f%%); chosen "
+                        "with the labels of the validation speakers",
+                        self.best[1],
+                        self.best[0],
+                    )
+                    checkpoint.save_atomic(checkpoint.load_safe(self.exp_dir / "best.pt"), final)
+                else:
+                    averaged = checkpoint.average_epoch_models(
+                        self.ckpt_dir, self.steps_per_epoch, tc.average_last, upto_epoch=tc.epochs
+                    )
+                    checkpoint.save_atomic(
+                        checkpoint.model_payload(config_to_dict(self.cfg), averaged), final
+                    )
             distributed.barrier()
 
     def _non_finite(self, value: float, epoch: int, step: int) -> NonFiniteLossError:
@@ -357,6 +453,38 @@ class Trainer:
             f"{epoch * self.steps_per_epoch + step}), nothing saved after it; the batch's "
             f"utterances: {shown}; check their audio, or lower train.lr"
         )
+
+    def _validate(self) -> str | None:
+        """After an epoch where validation is due: rank 0 embeds and scores the validation
+        trials (the other ranks wait), logs EER and minDCF to TensorBoard, keeps the best
+        model in ``best.pt`` when ``select_best``; returns the line for train.log."""
+        vc = self.cfg.train.validation
+        due = self.epoch % vc.every_epochs == 0 or self.epoch >= self.cfg.train.epochs
+        if not vc.data_dir or not due:
+            return None
+        line = None
+        if self.rank == 0:
+            result = self.validator.run(self.method.model)
+            line = (
+                f"validation epoch {self.epoch} EER {result['eer']:.2f}% "
+                f"minDCF(p={self.validator.p_target:g}) {result['min_dcf']:.4f} "
+                f"time {result['seconds']:.1f}s"
+            )
+            if self.writer:
+                step = self.epoch * self.steps_per_epoch
+                self.writer.add_scalar("validation/eer", result["eer"], step)
+                self.writer.add_scalar("validation/min_dcf", result["min_dcf"], step)
+            if self.best is None or result["eer"] < self.best[0]:
+                self.best = (result["eer"], self.epoch)
+                if vc.select_best:
+                    checkpoint.save_atomic(
+                        checkpoint.model_payload(
+                            config_to_dict(self.cfg), _model_state(self.method)
+                        ),
+                        self.exp_dir / "best.pt",
+                    )
+        distributed.barrier()
+        return line
 
     def _run_epoch(self, log_file) -> tuple[str, Path | None] | None:
         """One epoch from the current position; returns (signal name, checkpoint) when a
@@ -407,9 +535,9 @@ class Trainer:
             pending.clear()
 
         stop, path, announced = None, None, False
-        for waves in self.loader:
+        for waves, labels in self.loader:
             step = self.step
-            loss, accuracy, margin = self.train_step(waves, epoch, step)
+            loss, accuracy, margin = self.train_step(waves, epoch, step, labels)
             pending.append((step, loss, accuracy, margin))
             self.step += 1
             utts += tc.batch_size
@@ -442,6 +570,8 @@ class Trainer:
         bar.close()
         self.epoch, self.step = epoch + 1, 0
         self.scheduler.step()
+        # Validation before the checkpoint, so that the checkpoint holds its result (best).
+        validation = self._validate()
         epoch_checkpoint = self.epoch % tc.checkpoint_every == 0 or self.epoch == tc.epochs
         if epoch_checkpoint:
             path = self.save(epoch_end=True)
@@ -454,8 +584,12 @@ class Trainer:
                 f"utts/s {utts / max(elapsed, 1e-9):.1f} time {elapsed:.1f}s"
             )
             log_file.write(line + "\n")
+            if validation:
+                log_file.write(validation + "\n")
             log_file.flush()
             log.info(line)
+            if validation:
+                log.info(validation)
         # After the last epoch only final.pt is left: finish rather than stop.
         if self.epoch < tc.epochs:
             stop = self._agreed_stop()

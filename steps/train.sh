@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stage 2: self-supervised training of a speaker-embedding extractor.
+# Training a speaker-embedding extractor: self-supervised (stage 2), or a classifier on the
+# speakers of the data dir's utt2spk (the second stage's pseudo-speakers, or true speakers).
 #
 # One process, or torchrun over --ngpu processes per node and --nnodes nodes; the config's
 # train.batch_size is the global batch whatever the number of processes. A rerun resumes
@@ -16,6 +17,8 @@ master_addr=       # needed with --nnodes > 1 unless --rdzv-endpoint is given
 master_port=29500
 rdzv_endpoint=     # HOST:PORT: torchrun rendezvous instead of node rank and master
 overrides=         # config overrides KEY=VALUE, separated by spaces (e.g. "train.seed=2")
+init_model=        # a model file to start the encoder from (pseudo_label.init_from_seed)
+init_embeddings=   # with --init-model: its embeddings of the data dir (classifier centres)
 # End configuration section.
 
 help_message="Usage: $0 [options] <config> <train-data-dir> <exp-dir>
@@ -34,7 +37,7 @@ fi
 config=$1
 data=$2
 exp=$3
-for f in "$config" "$data/wav.scp" "$data/utt2dur"; do
+for f in "$config" "$data/wav.scp" "$data/utt2dur" ${init_model:+"$init_model"}; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
 
@@ -55,4 +58,6 @@ if [ "$ngpu" -gt 1 ] || [ "$nnodes" -gt 1 ]; then
 fi
 read -r -a override_args <<< "$overrides"
 "${launch[@]}" -m sslsv.bin.train --config "$config" --data "$data" --exp-dir "$exp" \
-  --device "$device" ${override_args[@]+--override "${override_args[@]}"}
+  --device "$device" ${init_model:+--init-model "$init_model"} \
+  ${init_embeddings:+--init-embeddings "$init_embeddings"} \
+  ${override_args[@]+--override "${override_args[@]}"}
