@@ -84,21 +84,28 @@ def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def ahc_child(path: str, merge_to: int) -> None:
     """The merging alone, in its own process: its peak resident memory above the loaded
-    centroids is the AHC's (scipy's copy of the distances is C memory that tracemalloc would
-    not see)."""
+    centroids is the AHC's. VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's
+    resident size (fork), and scipy's copy of the distances is C memory that tracemalloc
+    does not see."""
     import scipy.cluster.hierarchy  # noqa: F401  (imported before, not counted)
 
     from sslsv.cluster import merge_clusters
 
     centroids = np.load(path)
-    page = os.sysconf("SC_PAGE_SIZE")
-    before = int(Path("/proc/self/statm").read_text().split()[1]) * page  # resident now
+    before = _status_kib("VmRSS") * 1024
     t = time.perf_counter()
     merged = merge_clusters(centroids, merge_to=merge_to, linkage="average")
     seconds = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = _status_kib("VmHWM") * 1024
     assert len(set(merged)) == merge_to
     print(json.dumps({"seconds": seconds, "extra_bytes": after - before}))
 

@@ -226,8 +226,10 @@ STEPS = REPO / "steps"
     "step,options",
     [
         ("make_fbank.sh", ["--config", "--nj", "--cmd"]),
-        ("train.sh", ["--device", "--ngpu", "--nnodes", "--rdzv-endpoint", "--overrides",
-                      "--init-model"]),  # fmt: skip
+        (
+            "train.sh",
+            ["--device", "--ngpu", "--nnodes", "--rdzv-endpoint", "--overrides", "--init-model"],
+        ),  # fmt: skip
         ("pseudo_label_round.sh", ["--nj", "--cmd", "--device", "--ngpu", "--train-opts"]),
         ("fit_stats.sh", []),
         ("extract_embeddings.sh", ["--config", "--nj", "--cmd", "--device"]),

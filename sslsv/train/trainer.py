@@ -39,6 +39,7 @@ from sslsv.methods import build_method, method_class, needs_labels, views_of
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train import checkpoint, signals
 from sslsv.train.dataset import CropDataset, GlobalBatchSampler, check_training_audio
+from sslsv.train.seed import class_means, start_from_model
 from sslsv.train.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -60,38 +61,6 @@ def _step_seed(seed: int, epoch: int, step: int) -> int:
 
 def _model_state(method: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in method.state_dict().items() if k.startswith("model.")}
-
-
-def start_from_model(model: EmbeddingModel, cfg: Config, path: Path) -> bool:
-    """Load the encoder and front end of model file ``path`` into ``model`` when they are
-    the same (``encoder`` and ``features`` sections); otherwise keep the random start and
-    say why (a ``stats`` seed has no encoder to start from). Returns whether it loaded."""
-    payload = checkpoint.load_safe(path)
-    seed_cfg = payload.get("config", {}) if isinstance(payload, dict) else {}
-    mine = config_to_dict(cfg)
-    different = [k for k in ("encoder", "features") if seed_cfg.get(k) != mine[k]]
-    if different:
-        log.info(
-            "%s: its %s differ from this config's: the encoder starts from random weights",
-            path,
-            " and ".join(different),
-        )
-        return False
-    model.load_state_dict(payload["model"])
-    log.info("encoder initialised from %s", path)
-    return True
-
-
-def class_means(dataset: CropDataset, embeddings: Path) -> torch.Tensor:
-    """(classes, D) mean of the L2-normalised embeddings of each class's utterances."""
-    from sslsv.backend.embeddings import load_embeddings
-
-    _, x = load_embeddings(embeddings, dataset.utts)
-    x = torch.nn.functional.normalize(torch.from_numpy(x).double(), dim=1)
-    labels = torch.tensor([dataset.utt_labels[u] for u in dataset.utts])
-    sums = torch.zeros(len(dataset.classes), x.shape[1], dtype=torch.float64)
-    sums.index_add_(0, labels, x)
-    return sums / torch.bincount(labels, minlength=len(dataset.classes))[:, None]
 
 
 class Trainer:
