@@ -44,7 +44,6 @@ stats_exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$stats_config" --g
 "$SSLSV_PYTHON" -m sslsv.bin.config --config "$pl_config" --get experiment > /dev/null
 supervised_exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$supervised_config" \
   --get experiment)
-overrides=""
 [ -n "$pl_seed" ] || pl_seed=$exp/final.pt
 
 # The models that stages 5-7 embed, score and report: label, model file, config.
@@ -89,8 +88,7 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "stage 2: SSL training -> $exp; stats baseline -> $stats_exp"
-  steps/train.sh --device "$device" --ngpu "$ngpu" --overrides "$overrides" \
-    "$config" data/train "$exp"
+  steps/train.sh --device "$device" --ngpu "$ngpu" "$config" data/train "$exp"
   steps/fit_stats.sh "$stats_config" data/train "$stats_exp"
 fi
 

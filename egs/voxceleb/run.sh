@@ -8,7 +8,7 @@
 # Stages: 0 data, 1 log-mels, 2 first stage (SSL; and the training-free stats baseline),
 # 3 second stage (--rounds rounds: embed VoxCeleb2 dev with the newest model, cluster it into
 # pseudo-speakers, train an AAM-softmax classifier on them; conf/classifier_pl_*.yaml),
-# 4 the supervised ceiling (off by default: --supervised true; a multi-day run that uses the
+# 4 the supervised ceiling (off by default: --supervised true; a long run that uses the
 # VoxCeleb2 speaker labels), 5 embeddings, 6 scores, 7 RESULTS.
 #
 # Each row of the paper's study is one config in conf/ (--config conf/<row>.yaml); the
