@@ -204,7 +204,7 @@ def main() -> None:
     )
     print(
         f"| Lloyd (N x K x D x iters at {rate / 1e9:.1f} G/s) | {vox_kmeans / 3600:.1f} h "
-        f"| embeddings {_gib(data_bytes)} x 2 (loaded + normalised copy) |"
+        f"| embeddings {_gib(data_bytes)} (sslsv.bin.cluster normalises them in place) |"
     )
     print(
         f"| AHC of {VOX_K:,} centroids (O(n^2) from {t_ahc:.1f} s at {args.k:,}) | "

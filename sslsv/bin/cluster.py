@@ -245,14 +245,13 @@ def cluster(args: argparse.Namespace) -> None:
     start = time.time()
     utt2spk = read_dict(data / "utt2spk")
     utts = sorted(utt2spk, key=kaldi_sort_key)
-    _, x = load_embeddings(args.embeddings, utts)
     if pl.kmeans_clusters > len(utts):
         raise DataError(
             f"pseudo_label.kmeans_clusters {pl.kmeans_clusters} exceeds the {len(utts)} "
             f"utterances of {data}"
         )
-    result = cluster_embeddings(x, pl)
-    del x
+    # Normalised in place: one copy of the embeddings (VoxCeleb2: 2.1 GiB), not two.
+    result = cluster_embeddings(load_embeddings(args.embeddings, utts)[1], pl, copy=False)
     stats = statistics(result, pl, _true_labels(utts, utt2spk))
     if not result.kept:
         raise DataError(
