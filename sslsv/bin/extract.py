@@ -119,23 +119,30 @@ def run_job(args: argparse.Namespace, given: dict) -> None:
     log.info("job %d: %d embeddings, %s (%s)", args.job, n, options.describe(), args.source)
 
 
-def job_inputs(part: Path, use_feats: bool, model: dict, protocol: dict) -> dict:
-    """Everything a job's output depends on (see :mod:`sslsv.reuse`)."""
+def source_inputs(data_dir: Path, use_feats: bool) -> dict:
+    """What embeddings of ``data_dir`` read (see :mod:`sslsv.reuse`): its utterance lines
+    and the identity of the files behind them, stage 1's feature arks or the audio."""
     if use_feats:
-        scp = part / "feats.scp"
-        rows = read_dict(scp)
-        files = (parse_location(v, scp, u)[0] for u, v in rows.items())
+        scp = data_dir / "feats.scp"
+        files = (parse_location(v, scp, u)[0] for u, v in read_dict(scp).items())
         utterances = text_digest(scp)
     else:
-        files = (s.path for s in read_audio_sources(part).values())
-        utterances = text_digest(part / "wav.scp", part / "segments")
+        files = (s.path for s in read_audio_sources(data_dir).values())
+        utterances = text_digest(data_dir / "wav.scp", data_dir / "segments")
+    return {
+        "source": "feats" if use_feats else "audio",
+        "utterances": utterances,
+        "files": files_identity(files),
+    }
+
+
+def job_inputs(part: Path, use_feats: bool, model: dict, protocol: dict) -> dict:
+    """Everything a job's output depends on (see :mod:`sslsv.reuse`)."""
     return {
         "format": FORMAT,
         "model": model,
         "protocol": protocol,
-        "source": "feats" if use_feats else "audio",
-        "utterances": utterances,
-        "files": files_identity(files),
+        **source_inputs(part, use_feats),
     }
 
 

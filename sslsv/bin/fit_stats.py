@@ -35,17 +35,14 @@ import torch
 import yaml
 
 from sslsv import cli
-from sslsv.backend.embeddings import parse_location
-from sslsv.bin.extract import features_match
+from sslsv.bin.extract import features_match, source_inputs
 from sslsv.config.load import config_to_dict, load_config, save_config
 from sslsv.config.schema import Config
-from sslsv.datadir.io import read_audio_sources
 from sslsv.errors import ConfigError, DataError
 from sslsv.extraction import embed_data_dir
-from sslsv.fileio import read_dict
 from sslsv.locks import output_lock
 from sslsv.models.embedding import EmbeddingModel
-from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
+from sslsv.reuse import changes, remove_stamp, write_stamp
 from sslsv.train.checkpoint import model_payload, save_atomic
 
 log = logging.getLogger("fit_stats")
@@ -83,20 +80,7 @@ def fit_inputs(cfg: Config, data_dir: Path, use_feats: bool) -> dict:
     settings = _flatten({"features": c["features"], "encoder": c["encoder"]})
     settings["extract.crop_seconds"] = cfg.extract.crop_seconds
     settings["extract.num_crops"] = cfg.extract.num_crops
-    if use_feats:
-        scp = data_dir / "feats.scp"
-        files = (parse_location(v, scp, u)[0] for u, v in read_dict(scp).items())
-        utterances = text_digest(scp)
-    else:
-        files = (s.path for s in read_audio_sources(data_dir).values())
-        utterances = text_digest(data_dir / "wav.scp", data_dir / "segments")
-    return {
-        "format": FORMAT,
-        "settings": settings,
-        "source": "feats" if use_feats else "audio",
-        "utterances": utterances,
-        "files": files_identity(files),
-    }
+    return {"format": FORMAT, "settings": settings, **source_inputs(data_dir, use_feats)}
 
 
 def standardisation(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
