@@ -30,6 +30,12 @@ setup(
         "tensorboard>=2.14",
         # Pseudo-labels: k-means (Lloyd, BLAS-chunked, OpenMP) and NMI/ARI, what it does well.
         "scikit-learn>=1.3",
+        # Export (python -m sslsv.bin.export): torch's ONNX exporter needs onnx and onnxscript;
+        # onnxruntime runs the exported file for the parity check (tested: onnx 1.23.2,
+        # onnxscript 0.7.2, onnxruntime 1.32.0, opset 18).
+        "onnx>=1.17",
+        "onnxscript>=0.5",
+        "onnxruntime>=1.20",
     ],
     extras_require={"test": ["pytest>=7", "ruff>=0.6"]},
 )

@@ -53,6 +53,23 @@ def at_least(kind: type, low: float) -> Callable[[str], float]:
     return parse
 
 
+def fraction(low_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a number in (0, 1) (a prior), or in [0, 1) with ``low_open`` False
+    (a rate that may be 0)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (0 < value < 1 if low_open else 0 <= value < 1):
+            raise argparse.ArgumentTypeError(f"{text} is not in {'(' if low_open else '['}0, 1)")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 def run(body: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Run a command's body with logging set up; a UserError becomes one line and status 1."""
     verbose = getattr(args, "verbose", False)

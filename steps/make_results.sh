@@ -2,7 +2,10 @@
 # The last stage: metrics of every score file (EER, minDCF, actDCF, Cllr; DET and score-
 # histogram plots) and a RESULTS file with one line per model and trial list: the models of
 # one experiment (--models) and/or of several (--rows), with the second stage's clustering
-# statistics per round (--clustering).
+# statistics per round (--clustering). A row whose model has a calibration
+# (<dir>/calibration_<model>/calibration.json, from steps/calibrate.sh on development trials)
+# also reports actDCF and Cllr after calibration, and its thresholds go into THRESHOLDS
+# beside RESULTS.
 set -euo pipefail
 
 # Begin configuration section.
@@ -19,8 +22,8 @@ help_message="Usage: $0 [options] --config <config> <exp-dir> <test-data-dir>...
          --clustering \"pl1=data/train_pl1\" exp/x data/test
 Reads <dir>/scores_<model>/<set>_<trials>.scores of each row for each trial list of each
 test data dir, and each <pl-data-dir>/clustering.json. Writes beside each score file its
-.metrics, <dir>/plots_<model>/<set>_<trials>/{det,score_hist}.png and the RESULTS file
-(printed too)."
+.metrics, <dir>/plots_<model>/<set>_<trials>/{det,score_hist}.png, the RESULTS file
+(printed too) and, when any row is calibrated, THRESHOLDS beside it."
 
 . "$(dirname "$(readlink -f "$0")")/../utils/lib/sslsv_env.sh"
 . "$SSLSV_ROOT/utils/parse_options.sh"
@@ -43,6 +46,12 @@ for entry in ${entries[@]+"${entries[@]}"}; do
   label=${entry%%=*}
   dir=$(dirname "${entry#*=}")
   model=$(basename "${entry#*=}")
+  cal=$dir/calibration_$model/calibration.json
+  cal_opts=()
+  if [ -f "$cal" ]; then
+    cal_opts=(--calibration "$cal")
+    args+=(--thresholds "$label" "$cal")
+  fi
   for data in "$@"; do
     for trials in "$data"/trials "$data"/trials_*; do
       [ -f "$trials" ] || continue
@@ -50,7 +59,7 @@ for entry in ${entries[@]+"${entries[@]}"}; do
       scores=$dir/scores_$model/$name
       "$SSLSV_PYTHON" -m sslsv.bin.compute_metrics --config "$config" --trials "$trials" \
         --scores "$scores.scores" --plot-dir "$dir/plots_$model/$name" \
-        --output "$scores.metrics" > /dev/null
+        ${cal_opts[@]+"${cal_opts[@]}"} --output "$scores.metrics" > /dev/null
       args+=(--row "$label $name" "$scores.metrics")
     done
   done

@@ -27,3 +27,17 @@ def test_unknown_encoder_and_argument_are_named():
         build_encoder("nope", 40, {})
     with pytest.raises(ValueError, match="widths"):
         build_encoder("resnet", 40, {"widths": [1]})
+
+
+def test_ecapa_pooling_is_finite_for_constant_channels():
+    """The weighted variance E[x^2] - mu^2 can round below 0 (constant channels); the square
+    root must see it clamped (it was clamped after the root: NaN embeddings)."""
+    from sslsv.models.ecapa_tdnn import AttentiveStatsPooling
+
+    torch.manual_seed(0)
+    pool = AttentiveStatsPooling(8).eval()
+    x = torch.full((2, 8, 50), 3.3) + torch.linspace(0, 1, 8)[None, :, None]
+    with torch.no_grad():
+        out = pool(x)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out[:, 8:], torch.full((2, 8), 1e-5**0.5))

@@ -1,14 +1,19 @@
 """End to end: egs/mini/run.sh stages 0-7 on a tiny corpus (SSL, stats baseline, two
 second-stage rounds, supervised ceiling), reruns, and bad input."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import kaldiio
+import numpy as np
 import pytest
 from conftest import REPO
+
+import sslsv
 
 TINY_CONFIG = """
 base: simclr_ntxent_am.yaml
@@ -33,7 +38,8 @@ pseudo_label: {init_from_seed: false}
 """
 
 TINY_ARGS = ["--num-speakers", "12", "--utts-per-speaker", "5", "--num-test-speakers", "4",
-             "--trials-per-utt", "6", "--num-rirs", "4", "--config", "conf/tiny.yaml",
+             "--trials-per-utt", "6", "--num-rirs", "4", "--num-dev-speakers", "4",
+             "--config", "conf/tiny.yaml",
              "--pl-config", "conf/tiny_pl.yaml",
              "--supervised-config", "conf/tiny_supervised.yaml"]  # fmt: skip
 
@@ -134,6 +140,47 @@ def test_end_to_end_results_match_scores(finished):
     for seed in ("tiny", "tiny_pl1"):
         assert (finished / "exp" / seed / "embeddings_final" / "train" / "embeddings.scp").exists()
     assert "encoder initialised from exp/tiny_pl1/final.pt" in (finished / "run.log").read_text()
+
+
+def test_calibration_thresholds_and_packaged_model(finished):
+    """Stage 6 calibrates each model on the dev trials (never the test trials), stage 7
+    reports calibrated actDCF/Cllr and THRESHOLDS, and packages final.pt as model.pt, which
+    the verify command and the API use; its embeddings are stage 5's."""
+    exp = finished / "exp" / "tiny"
+    cal = json.loads((exp / "calibration_final" / "calibration.json").read_text())
+    assert cal["trials"] == "data/dev/trials" and cal["n_target"] > 0
+    results = (exp / "RESULTS").read_text()
+    assert re.search(r"^ssl test_trials EER: .* Cllr calibrated: [0-9.]+$", results, re.M)
+    thresholds = (exp / "THRESHOLDS").read_text().splitlines()
+    rows = [line.split()[0] for line in thresholds if not line.startswith("#")]
+    assert "ssl" in rows and set(rows) <= set(ROWS)
+    assert all(line.split()[1] == "data/dev/trials" for line in thresholds if line[0] != "#")
+    package = exp / "model.pt"
+    assert (exp / "model.card.md").read_text().startswith("# ssl")
+    wavs = dict(
+        ln.split(maxsplit=1)
+        for ln in (finished / "data" / "test" / "wav.scp").read_text().splitlines()
+    )
+    utt2spk = dict(
+        ln.split() for ln in (finished / "data" / "test" / "utt2spk").read_text().splitlines()
+    )
+    utts = sorted(wavs)
+    same = next(u for u in utts[1:] if utt2spk[u] == utt2spk[utts[0]])
+    other = next(u for u in utts if utt2spk[u] != utt2spk[utts[0]])
+    for b in (same, other):
+        result = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "sslsv.bin.verify", "--checkpoint",
+             str(package), wavs[utts[0]], wavs[b]],
+            capture_output=True, text=True, cwd=finished,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert [ln.split(":")[0] for ln in lines] == ["score", "llr", "decision"]
+    stage5 = dict(kaldiio.load_scp(str(exp / "embeddings_final" / "test" / "embeddings.scp")))
+    model = sslsv.load_model(package)
+    raw = model.embed([wavs[u] for u in utts[:3]], raw=True)
+    for row, u in zip(raw, utts[:3]):
+        np.testing.assert_allclose(row, stage5[u], atol=1e-4)
 
 
 def test_single_stage_rerun_reuses_outputs(finished):

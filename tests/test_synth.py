@@ -279,3 +279,23 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--out", str(out), "--num-speakers", "1", "--utts-per-speaker", "2", "--nj", "1"]
     assert make_mini_corpus.main(args) == 0
     assert len(wav_files(out)) == 2 and (out / "wav.stamp").is_file()
+
+
+def test_keep_last_renders_the_last_planned_speakers_as_the_full_corpus_does(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """A held-out set drawn as a recipe's test speakers are: the last speakers of the same
+    plan, each rendered exactly as in the full corpus; another prefix renames them only."""
+    last = mini_corpus.make_corpus(tmp_path / "last", SPEAKERS, UTTS, 7, nj=1, keep_last=1)
+    full = {p.relative_to(corpus): p.read_bytes() for p in wav_files(corpus)}
+    kept = wav_files(last)
+    assert kept and {p.relative_to(last).parts[1] for p in kept} == {f"spk{SPEAKERS:03d}"}
+    for p in kept:
+        assert p.read_bytes() == full[p.relative_to(last)]
+    dev = mini_corpus.make_corpus(
+        tmp_path / "dev", SPEAKERS, UTTS, 7, nj=1, keep_last=1, speaker_prefix="dev"
+    )
+    renamed = wav_files(dev)
+    assert [p.name.replace("dev", "spk") for p in renamed] == [p.name for p in kept]
+    with pytest.raises(mini_corpus.SynthError, match="keep_last"):
+        mini_corpus.make_corpus(tmp_path / "x", SPEAKERS, UTTS, 7, keep_last=SPEAKERS + 1)

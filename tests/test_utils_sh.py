@@ -274,9 +274,7 @@ def test_recipes_show_every_stage_as_a_call_and_link_no_other_recipe() -> None:
             "train",
             "fit_stats",
             "pseudo_label_round",
-            "extract_embeddings",
-            "score_trials",
-            "make_results",
+            "evaluate_models",  # stages 5-7: extract_embeddings, score_trials, calibrate, ...
         ):
             assert f"steps/{step}.sh" in text, (recipe.name, step)
         assert (

@@ -9,9 +9,11 @@
 # Stages: 0 data, 1 log-mels, 2 first stage (SSL; and the training-free stats baseline),
 # 3 second stage (--rounds rounds of embed -> cluster -> AAM-softmax classifier, each seeded
 # by the newest model), 4 the supervised ceiling (the classifier on the true speakers),
-# 5 embeddings, 6 scores, 7 RESULTS (every model, all trials and cross-chapter trials).
-# Whole speakers (conf/test_speakers) are held out: they are dropped from every training list
-# and make up the test set, whose trials come from local session (chapter) information.
+# 5 embeddings, 6 scores and calibration on the dev set, 7 RESULTS (every model, all trials
+# and cross-chapter trials), THRESHOLDS and packaged models (model.pt).
+# Whole speakers are held out: conf/test_speakers make up the test set, whose trials come
+# from local session (chapter) information, and conf/dev_speakers the development set that
+# calibrates the scores; both are dropped from every training list.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -54,17 +56,18 @@ if [ -n "$train_seed" ]; then
 fi
 [ -n "$pl_seed" ] || pl_seed=$exp/final.pt
 
-# The models that stages 5-7 embed, score and report: label, model file, config.
-labels=(init stats ssl)
-models=("$exp/init.pt" "$stats_exp/final.pt" "$exp/final.pt")
-configs=("$config" "$stats_config" "$config")
+# The models that stages 5-7 embed, score, calibrate and report: label, model file, config.
+models="init $exp/init.pt $config
+stats $stats_exp/final.pt $stats_config
+ssl $exp/final.pt $config"
 for round in $(seq 1 "$rounds"); do
-  labels+=("pl$round"); models+=("${exp}_pl$round/final.pt"); configs+=("$pl_config")
+  models+=$'\n'"pl$round ${exp}_pl$round/final.pt $pl_config"
 done
 if [ "$supervised" = true ]; then
-  labels+=(supervised); models+=("$supervised_exp/final.pt"); configs+=("$supervised_config")
+  models+=$'\n'"supervised $supervised_exp/final.pt $supervised_config"
 fi
-emb_dir() { echo "$(dirname "$1")/embeddings_$(basename "$1" .pt)"; }  # of a model file
+# data/train: the back end's training set; data/dev: the calibration's development trials.
+eval_opts=(--nj "$nj" --cmd "$extract_cmd" --device "$device" --train data/train --dev data/dev)
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   [ -d "$librispeech_root/$eval_subset" ] \
@@ -77,12 +80,30 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   "$SSLSV_PYTHON" -m sslsv.bin.make_trials data/test --num-per-utt "$trials_per_utt" \
     --target-fraction "$target_fraction" --seed "$seed" \
     --cross-session-output data/test/trials_cross_chapter
+  # The development set (calibration), held out like the test speakers: conf/dev_speakers
+  # (16 utterances each: the target trials) and the single utterances of the speakers of
+  # conf/dev_nontarget_speakers (more non-target voices: with four speakers alone the dev
+  # non-target scores are far lower than the test set's, and so is the calibration).
   "$SSLSV_PYTHON" -m sslsv.bin.prepare_data librispeech "$librispeech_root/$eval_subset" \
-    data/train_main --exclude-speakers conf/test_speakers --nj "$nj"
+    data/dev_targets --speakers conf/dev_speakers --nj "$nj"
+  dev_parts=(data/dev_targets)
+  for subset in $extra_subsets; do
+    "$SSLSV_PYTHON" -m sslsv.bin.prepare_data librispeech "$librispeech_root/$subset" \
+      "data/dev_$subset" --speakers conf/dev_nontarget_speakers --nj "$nj"
+    dev_parts+=("data/dev_$subset")
+  done
+  utils/combine_data.sh data/dev "${dev_parts[@]}"
+  "$SSLSV_PYTHON" -m sslsv.bin.make_trials data/dev --num-per-utt "$trials_per_utt" \
+    --target-fraction "$target_fraction" --seed "$seed"
+  mkdir -p data/local
+  cat conf/test_speakers conf/dev_speakers conf/dev_nontarget_speakers \
+    > data/local/held_out_speakers
+  "$SSLSV_PYTHON" -m sslsv.bin.prepare_data librispeech "$librispeech_root/$eval_subset" \
+    data/train_main --exclude-speakers data/local/held_out_speakers --nj "$nj"
   parts=(data/train_main)
   for subset in $extra_subsets; do
     "$SSLSV_PYTHON" -m sslsv.bin.prepare_data librispeech "$librispeech_root/$subset" \
-      "data/train_$subset" --exclude-speakers conf/test_speakers --nj "$nj"
+      "data/train_$subset" --exclude-speakers data/local/held_out_speakers --nj "$nj"
     # Subsets can share utterances: keep only those not already in the training list.
     cat "${parts[@]/%//utt2spk}" | cut -d' ' -f1 | sort > "data/train_$subset/seen"
     cut -d' ' -f1 "data/train_$subset/utt2spk" | comm -23 - "data/train_$subset/seen" \
@@ -96,14 +117,14 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   [ -d "$noise_dir" ] && noise_opts=(--noise-dir "$noise_dir")
   "$SSLSV_PYTHON" -m sslsv.bin.make_aug_sets --out data/aug --seed "$seed" \
     --babble-from data/train ${noise_opts[@]+"${noise_opts[@]}"}
-  for set in train test; do
+  for set in train test dev; do
     utils/validate_data_dir.sh "data/$set"
   done
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: log-mels of the sets that stages 3 and 5 embed"
-  for set in train test; do
+  for set in train test dev; do
     steps/make_fbank.sh --nj "$nj" --cmd "$fbank_cmd" --config "$config" \
       "data/$set" "feats/$set"
   done
@@ -134,36 +155,21 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [ "$supervised" = true ]; th
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  for i in "${!models[@]}"; do
-    for set in train test; do  # train: the back end's training set (mean, PLDA, cohort)
-      log "stage 5: embeddings of data/$set with ${models[i]} (${labels[i]})"
-      steps/extract_embeddings.sh --nj "$nj" --cmd "$extract_cmd" --device "$device" \
-        --config "${configs[i]}" "${models[i]}" "data/$set" "$(emb_dir "${models[i]}")/$set"
-    done
-  done
+  log "stage 5: embeddings of data/train, data/test and data/dev with every model"
+  steps/evaluate_models.sh "${eval_opts[@]}" embed "$models" "$exp" data/test
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  for i in "${!models[@]}"; do
-    log "stage 6: scores of data/test with ${models[i]} (${labels[i]})"
-    model_dir=$(dirname "${models[i]}")
-    steps/score_trials.sh --config "${configs[i]}" \
-      --train-embeddings "$(emb_dir "${models[i]}")/train" --train-data data/train \
-      "$(emb_dir "${models[i]}")/test" data/test "$model_dir/scores_$(basename "${models[i]}" .pt)"
-  done
+  log "stage 6: scores of data/test and data/dev; each model calibrated on data/dev/trials"
+  steps/evaluate_models.sh "${eval_opts[@]}" score "$models" "$exp" data/test
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  log "stage 7: $exp/RESULTS"
-  rows=""
-  for i in "${!models[@]}"; do
-    rows+=" ${labels[i]}=${models[i]%.pt}"
-  done
+  log "stage 7: $exp/RESULTS and THRESHOLDS; trained models packaged as model.pt"
   clustering=""
   for round in $(seq 1 "$rounds"); do
     clustering+=" pl$round=data/train_pl$round"
   done
-  steps/make_results.sh --config "$config" --models "" --rows "$rows" \
-    --clustering "$clustering" --note "this run: stages $stage-$stop_stage in ${SECONDS}s" \
-    "$exp" data/test
+  steps/evaluate_models.sh "${eval_opts[@]}" --config "$config" --clustering "$clustering" \
+    --note "this run: stages $stage-$stop_stage in ${SECONDS}s" report "$models" "$exp" data/test
 fi

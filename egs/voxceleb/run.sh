@@ -9,7 +9,8 @@
 # 3 second stage (--rounds rounds: embed VoxCeleb2 dev with the newest model, cluster it into
 # pseudo-speakers, train an AAM-softmax classifier on them; conf/classifier_pl_*.yaml),
 # 4 the supervised ceiling (off by default: --supervised true; a long run that uses the
-# VoxCeleb2 speaker labels), 5 embeddings, 6 scores, 7 RESULTS.
+# VoxCeleb2 speaker labels), 5 embeddings, 6 scores and calibration on VoxCeleb1 dev speakers,
+# 7 RESULTS, THRESHOLDS and packaged models (model.pt).
 #
 # Each row of the paper's study is one config in conf/ (--config conf/<row>.yaml); the
 # experiment directory is exp/<experiment name in the config>.
@@ -41,6 +42,8 @@ trials=O,E,H
 download=false              # true: fetch the official trial lists (checksummed) if missing
 num_rirs=200                # simulated rooms, when there is no RIRS_NOISES
 mean_utts=20000             # training utterances whose mean embedding is subtracted
+num_dev_speakers=200        # VoxCeleb1 dev speakers whose trials calibrate the scores
+dev_trials_per_utt=4
 seed=1234
 
 . utils/parse_options.sh
@@ -55,17 +58,18 @@ supervised_exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$supervised_c
 read -r -a train_args <<< "$train_opts"
 [ -n "$pl_seed" ] || pl_seed=$exp/final.pt
 
-# The models that stages 5-7 embed, score and report: label, model file, config.
-labels=(init stats ssl)
-models=("$exp/init.pt" "$stats_exp/final.pt" "$exp/final.pt")
-configs=("$config" "$stats_config" "$config")
+# The models that stages 5-7 embed, score, calibrate and report: label, model file, config.
+models="init $exp/init.pt $config
+stats $stats_exp/final.pt $stats_config
+ssl $exp/final.pt $config"
 for round in $(seq 1 "$rounds"); do
-  labels+=("pl$round"); models+=("${exp}_pl$round/final.pt"); configs+=("$pl_config")
+  models+=$'\n'"pl$round ${exp}_pl$round/final.pt $pl_config"
 done
 if [ "$supervised" = true ]; then
-  labels+=(supervised); models+=("$supervised_exp/final.pt"); configs+=("$supervised_config")
+  models+=$'\n'"supervised $supervised_exp/final.pt $supervised_config"
 fi
-emb_dir() { echo "$(dirname "$1")/embeddings_$(basename "$1" .pt)"; }  # of a model file
+# data/vox2_dev_mean: the back end's training set.
+eval_opts=(--nj "$nj" --cmd "$extract_cmd" --device "$device" --train data/vox2_dev_mean)
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   [ -n "$voxceleb1_root" ] && [ -n "$voxceleb2_root" ] && [ -n "$wav_cache" ] \
@@ -96,6 +100,21 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     'BEGIN { k = int(total / n); if (k < 1) k = 1 } NR % k == 0 { print $1 }' \
     data/vox2_dev/utt2spk > data/vox2_dev/mean_utts
   utils/subset_data_dir.sh --utt-list data/vox2_dev/mean_utts data/vox2_dev data/vox2_dev_mean
+  # The development set that calibrates the scores: VoxCeleb1 speakers outside VoxCeleb1-O
+  # (the dev part; trials_E/H contain them too, so only O's thresholds are held out).
+  mkdir -p data/local
+  awk 'NR == FNR { seen[$1]; seen[$2]; next } ($1 in seen) { print $2 }' \
+    data/vox1/trials_O data/vox1/utt2spk | LC_ALL=C sort -u > data/local/vox1_o_speakers
+  cut -d' ' -f1 data/vox1/spk2utt | LC_ALL=C sort | comm -23 - data/local/vox1_o_speakers \
+    | head -n "$num_dev_speakers" > data/local/vox1_dev_speakers
+  if [ -s data/local/vox1_dev_speakers ]; then
+    utils/subset_data_dir.sh --spk-list data/local/vox1_dev_speakers data/vox1 data/vox1_dev
+    "$SSLSV_PYTHON" -m sslsv.bin.make_trials data/vox1_dev --num-per-utt "$dev_trials_per_utt" \
+      --seed "$seed"
+  else
+    log "no VoxCeleb1 speakers outside VoxCeleb1-O (test part only): no calibration"
+    rm -rf data/vox1_dev
+  fi
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -131,37 +150,28 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && [ "$supervised" = true ]; th
     "$supervised_config" data/vox2_dev "$supervised_exp"
 fi
 
+# data/vox1_dev, the calibration's trials, exists when stage 0 found VoxCeleb1 speakers
+# outside VoxCeleb1-O.
+if [ -f data/vox1_dev/trials ]; then
+  eval_opts+=(--dev data/vox1_dev)
+fi
+
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  for i in "${!models[@]}"; do
-    for set in vox2_dev_mean vox1; do  # vox2_dev_mean: the back end's training set
-      log "stage 5: embeddings of data/$set with ${models[i]} (${labels[i]})"
-      steps/extract_embeddings.sh --nj "$nj" --cmd "$extract_cmd" --device "$device" \
-        --config "${configs[i]}" "${models[i]}" "data/$set" "$(emb_dir "${models[i]}")/$set"
-    done
-  done
+  log "stage 5: embeddings of data/vox2_dev_mean, data/vox1 (and data/vox1_dev) with every model"
+  steps/evaluate_models.sh "${eval_opts[@]}" embed "$models" "$exp" data/vox1
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  for i in "${!models[@]}"; do
-    log "stage 6: scores of data/vox1 (trials_O/E/H) with ${models[i]} (${labels[i]})"
-    model_dir=$(dirname "${models[i]}")
-    steps/score_trials.sh --config "${configs[i]}" \
-      --train-embeddings "$(emb_dir "${models[i]}")/vox2_dev_mean" --train-data data/vox2_dev_mean \
-      "$(emb_dir "${models[i]}")/vox1" data/vox1 "$model_dir/scores_$(basename "${models[i]}" .pt)"
-  done
+  log "stage 6: scores of data/vox1 (trials_O/E/H) and data/vox1_dev; calibration on the latter"
+  steps/evaluate_models.sh "${eval_opts[@]}" score "$models" "$exp" data/vox1
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  log "stage 7: $exp/RESULTS"
-  rows=""
-  for i in "${!models[@]}"; do
-    rows+=" ${labels[i]}=${models[i]%.pt}"
-  done
+  log "stage 7: $exp/RESULTS and THRESHOLDS; trained models packaged as model.pt"
   clustering=""
   for round in $(seq 1 "$rounds"); do
     clustering+=" pl$round=data/vox2_dev_pl$round"
   done
-  steps/make_results.sh --config "$config" --models "" --rows "$rows" \
-    --clustering "$clustering" --note "this run: stages $stage-$stop_stage in ${SECONDS}s" \
-    "$exp" data/vox1
+  steps/evaluate_models.sh "${eval_opts[@]}" --config "$config" --clustering "$clustering" \
+    --note "this run: stages $stage-$stop_stage in ${SECONDS}s" report "$models" "$exp" data/vox1
 fi

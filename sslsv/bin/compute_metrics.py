@@ -2,6 +2,7 @@
 
   python -m sslsv.bin.compute_metrics --trials data/test/trials --scores S [--config C]
       [--p-target P ...] [--plot-dir DIR] [--output FILE] [--json]
+      [--calibration CAL.json [--utt2dur FILE ...]]
 
 Reads the trial list and the score file (matched by (enroll, test) pair, in any order) and
 the target priors of DCF (scoring.p_target of --config, or --p-target). Prints one
@@ -14,6 +15,13 @@ the target priors of DCF (scoring.p_target of --config, or --p-target). Prints o
     Cllr: 0.9110
     #target: 97635
     #nontarget: 899789
+
+With --calibration (from sslsv.bin.calibrate; --utt2dur too when it uses quality measures),
+the raw scores' metrics are followed by actDCF per prior and Cllr of the calibrated scores
+(``act_dcf_calibrated`` and ``cllr_calibrated`` in the JSON)::
+
+    actDCF(p=0.01) calibrated: 0.4321
+    Cllr calibrated: 0.4000
 
 Definitions: see ``sslsv/metrics.py`` and ``docs/BACKEND.md``.
 """
@@ -29,20 +37,15 @@ from pathlib import Path
 import numpy as np
 
 from sslsv import cli
+from sslsv.calibration import Calibration
 from sslsv.config.load import load_config
 from sslsv.config.schema import ScoringConfig
+from sslsv.datadir.io import read_trials
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_write
-from sslsv.metrics import compute_metrics, det_curve
+from sslsv.metrics import compute_act_dcf, compute_cllr, compute_metrics, det_curve
 from sslsv.plots import plot_det, plot_score_histograms
 from sslsv.scores import scores_for_trials
-
-
-def _prior(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1)")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,11 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", required=True, help="'enroll test score' lines")
     p.add_argument("--config", help="experiment config (its scoring.p_target)")
     p.add_argument(
-        "--p-target", type=_prior, nargs="+", help="target priors for DCF (scoring.p_target)"
+        "--p-target",
+        type=cli.fraction(),
+        nargs="+",
+        help="target priors for DCF (scoring.p_target)",
     )
     p.add_argument("--plot-dir", help="write det.png and score_hist.png here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--output", help="also write the printed result to this file")
+    p.add_argument("--calibration", help="calibration (.json): also calibrated actDCF, Cllr")
+    p.add_argument("--utt2dur", nargs="+", help="durations, for a calibration that uses them")
     return p
 
 
@@ -68,6 +76,11 @@ def format_text(result: dict) -> str:
         f"#target: {result['n_target']}",
         f"#nontarget: {result['n_nontarget']}",
     ]
+    if "cllr_calibrated" in result:
+        lines += [
+            f"actDCF(p={p:g}) calibrated: {v:.4f}" for p, v in result["act_dcf_calibrated"].items()
+        ]
+        lines.append(f"Cllr calibrated: {result['cllr_calibrated']:.4f}")
     return "\n".join(lines) + "\n"
 
 
@@ -81,22 +94,37 @@ def _by_prior(values: dict) -> dict:
 
 
 def format_json(result: dict) -> str:
-    return (
-        json.dumps(
-            {
-                "eer_percent": 100 * result["eer"],
-                "eer_threshold": _finite_or_none(result["eer_threshold"]),
-                "min_dcf": _by_prior(result["min_dcf"]),
-                "min_dcf_threshold": _by_prior(result["min_dcf_threshold"]),
-                "act_dcf": _by_prior(result["act_dcf"]),
-                "cllr": result["cllr"],
-                "n_target": result["n_target"],
-                "n_nontarget": result["n_nontarget"],
-            },
-            allow_nan=False,
-        )
-        + "\n"
-    )
+    out = {
+        "eer_percent": 100 * result["eer"],
+        "eer_threshold": _finite_or_none(result["eer_threshold"]),
+        "min_dcf": _by_prior(result["min_dcf"]),
+        "min_dcf_threshold": _by_prior(result["min_dcf_threshold"]),
+        "act_dcf": _by_prior(result["act_dcf"]),
+        "cllr": result["cllr"],
+        "n_target": result["n_target"],
+        "n_nontarget": result["n_nontarget"],
+    }
+    if "cllr_calibrated" in result:
+        out["act_dcf_calibrated"] = _by_prior(result["act_dcf_calibrated"])
+        out["cllr_calibrated"] = result["cllr_calibrated"]
+    return json.dumps(out, allow_nan=False) + "\n"
+
+
+def add_calibrated(
+    args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray, result: dict
+) -> None:
+    """actDCF per prior and Cllr of the scores after ``--calibration``, into ``result``."""
+    calibration = Calibration.from_json(args.calibration)
+    quality = None
+    if calibration.quality:
+        trials = read_trials(args.trials)  # scores are in trial order
+        enrolls, tests = [t[0] for t in trials], [t[1] for t in trials]
+        quality = calibration.quality_for(enrolls, tests, args.utt2dur, args.calibration)
+    llr = calibration.apply(scores, quality)
+    result["act_dcf_calibrated"] = {
+        p: compute_act_dcf(llr, labels, p)[0] for p in result["act_dcf"]
+    }
+    result["cllr_calibrated"] = compute_cllr(llr, labels)
 
 
 def write_plots(scores: np.ndarray, labels: np.ndarray, result: dict, plot_dir: Path) -> None:
@@ -118,6 +146,8 @@ def evaluate(args: argparse.Namespace) -> None:
         result = compute_metrics(scores, labels, tuple(dict.fromkeys(p_target)))
     except ValueError as e:
         raise DataError(f"{args.trials}: {e}") from None
+    if args.calibration:
+        add_calibrated(args, scores, labels, result)
     text = format_json(result) if args.json else format_text(result)
     sys.stdout.write(text)
     if args.output:

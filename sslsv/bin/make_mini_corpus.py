@@ -28,6 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument(
+        "--speaker-prefix",
+        default="spk",
+        help="speaker ids <prefix>001... (default: %(default)s; e.g. dev for a dev corpus)",
+    )
+    parser.add_argument(
+        "--keep-last",
+        type=cli.at_least(int, 0),
+        default=0,
+        help="render only the last N planned speakers (0: all; default: %(default)s)",
+    )
+    parser.add_argument(
         "--nj",
         type=cli.at_least(int, 1),
         default=min(4, os.cpu_count() or 1),
@@ -44,6 +55,8 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         nj=args.nj,
         verbose=True,
+        speaker_prefix=args.speaker_prefix,
+        keep_last=args.keep_last,
     )
 
 

@@ -2,12 +2,16 @@
 
   python -m sslsv.bin.results --config conf/x.yaml --output exp/x/RESULTS \
       --row "final test_trials" exp/x/scores_final/test_trials.metrics [--row ...] \
-      [--clustering pl1 data/train_pl1/clustering.json ...] [--note TEXT ...]
+      [--clustering pl1 data/train_pl1/clustering.json ...] [--note TEXT ...] \
+      [--thresholds ssl exp/x/calibration_final/calibration.json ... --thresholds-output F]
 
 Reads the metrics files written by sslsv.bin.compute_metrics, the clustering statistics of
 sslsv.bin.cluster and the config (the embedding protocol of extract: and the back end of
 scoring:, named in the header). Writes OUTPUT atomically: a header of '#' lines (with the
-notes and one line per clustering round), then per --row its label, EER and minDCF values.
+notes and one line per clustering round), then per --row its label, EER and minDCF values
+(and actDCF and Cllr after calibration, when the metrics file has them). With --thresholds,
+also THRESHOLDS-OUTPUT (default: THRESHOLDS beside OUTPUT): per model the raw-score
+thresholds its calibration file recorded on the development trials.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from pathlib import Path
 
 from sslsv import cli
+from sslsv.calibration import Calibration
 from sslsv.config.load import load_config
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_write
@@ -45,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a second-stage round: its label and the clustering.json of its data dir",
     )
     p.add_argument("--note", action="append", default=[], help="one more header line")
+    p.add_argument(
+        "--thresholds",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "CALIBRATION"),
+        help="a model's calibration.json, whose thresholds THRESHOLDS lists",
+    )
+    p.add_argument("--thresholds-output", help="default: THRESHOLDS beside --output")
     return p
 
 
@@ -80,7 +94,42 @@ def metric_fields(path: Path) -> str:
     fields = [line for line in lines if line.startswith(("EER", "minDCF"))]
     if not fields:
         raise DataError(f"{path}: no EER or minDCF line")
+    fields += [
+        line for line in lines if line.startswith(("actDCF", "Cllr")) and "calibrated" in line
+    ]
     return " ".join(fields)
+
+
+def _threshold(value: float | None) -> str:
+    return "inf" if value is None or value == float("inf") else f"{value:.4f}"
+
+
+def thresholds_lines(entries: list[tuple[str, str]]) -> list[str]:
+    """THRESHOLDS: one line per model of the raw-score thresholds of its calibration."""
+    lines: list[str] = []
+    for label, path in entries:
+        cal = Calibration.from_json(path)
+        t = cal.thresholds
+        if not lines:
+            columns = ["EER"]
+            columns += [f"minDCF(p={p})" for p in t.get("min_dcf", {})]
+            columns += [f"FAR={float(r):.2%}" for r in t.get("far", {})]
+            columns += [f"Bayes(p={p})" for p in t.get("bayes", {})]
+            lines = [
+                "# raw-score thresholds (accept a trial when score >= threshold), fitted on "
+                "each model's development trials, never the test trials;",
+                f"# calibration: LLR = a * score + b at p_target {cal.p_target:g} "
+                "(python -m sslsv.bin.calibrate)",
+                "# model dev_trials a b " + " ".join(columns),
+            ]
+        values = [_threshold(t["eer"]["raw"])]
+        values += [_threshold(v["raw"]) for v in t.get("min_dcf", {}).values()]
+        values += [_threshold(v["raw"]) for v in t.get("far", {}).values()]
+        values += [_threshold(v.get("raw")) for v in t.get("bayes", {}).values()]
+        lines.append(
+            f"{label} {cal.trials} {cal.score_weight:.4f} {cal.bias:.4f} " + " ".join(values)
+        )
+    return lines
 
 
 def write_results(args: argparse.Namespace) -> None:
@@ -100,6 +149,10 @@ def write_results(args: argparse.Namespace) -> None:
     with atomic_write(output) as f:
         f.write("\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")
+    if args.thresholds:
+        table = thresholds_lines(args.thresholds)
+        with atomic_write(args.thresholds_output or output.with_name("THRESHOLDS")) as f:
+            f.write("\n".join(table) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,9 @@ embeddings (--train) give the mean that cosine scoring subtracts, PLDA's trainin
 --train-utt2spk) and the cohort of score normalisation. With PLDA, a --backend-model
 trained on exactly these inputs (settings, training embeddings and labels: its stamp says)
 is loaded instead of trained; otherwise the back end is trained, saved there and stamped,
-and the log says what changed.
+and the log says what changed. With --calibration (from sslsv.bin.calibrate; --utt2dur
+too when it uses quality measures) the scores, after any normalisation, become LLRs; a
+calibration fitted on scores made with other scoring: settings is refused.
 Writes OUTPUT: ``enroll test score`` per trial, in the trial list's order.
 """
 
@@ -43,6 +45,7 @@ from sslsv.backend import (
     speaker_means,
 )
 from sslsv.backend.embeddings import parse_location
+from sslsv.calibration import Calibration
 from sslsv.config.load import load_config
 from sslsv.config.schema import ScoringConfig
 from sslsv.datadir.io import read_trials
@@ -76,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend-model",
         help="trained PLDA (.npz): loaded if it exists, else trained and saved here",
     )
+    p.add_argument("--calibration", help="calibration (.json): write LLRs")
+    p.add_argument("--utt2dur", nargs="+", help="durations, for a calibration that uses them")
     g = p.add_argument_group("scoring: keys (override the config)")
     g.add_argument("--backend", choices=("cosine", "plda"))
     g.add_argument("--subtract-mean", action=argparse.BooleanOptionalAction, help="cosine")
@@ -231,6 +236,11 @@ def score(args: argparse.Namespace) -> None:
     enroll_codes = id_codes(enrolls, vocab)
     test_codes = id_codes(tests, vocab)
     check_unique_pairs(args.trials, enrolls, tests, pair_codes(enroll_codes, test_codes))
+    calibration = quality = None
+    if args.calibration:  # checked before any scoring work
+        calibration = Calibration.from_json(args.calibration)
+        calibration.check_scoring(dataclasses.asdict(sc), args.calibration)
+        quality = calibration.quality_for(enrolls, tests, args.utt2dur, args.calibration)
     backend = get_backend(args, sc)
 
     all_ids = list(vocab)
@@ -268,9 +278,16 @@ def score(args: argparse.Namespace) -> None:
             )
         except ValueError as e:
             raise DataError(f"{args.train}: {e}") from None
+    if calibration is not None:
+        scores = calibration.apply(scores, quality)
     write_scores(args.output, enrolls, tests, scores)
     log.info(
-        "wrote %s (%s, norm %s) in %.1fs", args.output, sc.backend, sc.norm, time.time() - start
+        "wrote %s (%s, norm %s%s) in %.1fs",
+        args.output,
+        sc.backend,
+        sc.norm,
+        ", calibrated LLRs" if calibration is not None else "",
+        time.time() - start,
     )
 
 

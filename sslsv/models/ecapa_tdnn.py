@@ -78,7 +78,7 @@ class AttentiveStatsPooling(nn.Module):
         context = torch.cat([x, mean.expand(-1, -1, frames), std.expand(-1, -1, frames)], dim=1)
         weights = torch.softmax(self.attention(context), dim=2)
         mu = (x * weights).sum(dim=2)
-        sigma = torch.sqrt(((x**2) * weights).sum(dim=2) - mu**2).clamp(min=1e-5)
+        sigma = torch.sqrt((((x**2) * weights).sum(dim=2) - mu**2).clamp(min=1e-5))
         return torch.cat([mu, sigma], dim=1)
 
 

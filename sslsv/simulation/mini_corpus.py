@@ -177,8 +177,9 @@ def _random_channel(rng: np.random.Generator) -> Channel:
     )
 
 
-def plan_speakers(num_speakers: int, seed: int) -> list[SpeakerSpec]:
-    """Speakers with parameters spread over their ranges, deterministic from ``seed``.
+def plan_speakers(num_speakers: int, seed: int, prefix: str = "spk") -> list[SpeakerSpec]:
+    """Speakers with parameters spread over their ranges, deterministic from ``seed``, named
+    ``<prefix>001``... (another prefix keeps a second corpus's ids apart from the first's).
 
     Variants are dealt round-robin from a shuffled list and languages likewise, shifted by
     one each time the variants wrap around: each is used about equally often, and no
@@ -199,7 +200,7 @@ def plan_speakers(num_speakers: int, seed: int) -> list[SpeakerSpec]:
         num_sessions = int(rng.integers(2, 4))
         speakers.append(
             SpeakerSpec(
-                speaker_id=f"spk{i + 1:0{width}d}",
+                speaker_id=f"{prefix}{i + 1:0{width}d}",
                 language=LANGUAGES[languages[(i + i // len(VARIANTS)) % len(LANGUAGES)]],
                 variant=VARIANTS[variants[i % len(VARIANTS)]],
                 pitch=float(pitches[i]),
@@ -393,6 +394,8 @@ def make_corpus(
     seed: int = 0,
     nj: int = 2,
     verbose: bool = False,
+    speaker_prefix: str = "spk",
+    keep_last: int = 0,
 ) -> Path:
     """Generate the corpus in ``out_dir`` (see module docstring); return ``out_dir``.
 
@@ -407,6 +410,10 @@ def make_corpus(
         raise SynthError(f"utts_per_speaker must be >= 1, got {utts_per_speaker}")
     if nj < 1:
         raise SynthError(f"nj must be >= 1, got {nj}")
+    if not 0 <= keep_last <= num_speakers:
+        raise SynthError(f"keep_last must be in [0, {num_speakers}], got {keep_last}")
+    if not speaker_prefix.isalnum():
+        raise SynthError(f"speaker_prefix must be letters and digits, got {speaker_prefix!r}")
     out = Path(out_dir)
     inputs = {
         "format": f"sslsv-mini-corpus-{GENERATOR_VERSION}",
@@ -415,6 +422,9 @@ def make_corpus(
             "utts_per_speaker": utts_per_speaker,
             "seed": seed,
             "sample_rate": SAMPLE_RATE,
+            # Recorded only when not the default: corpora made before the option stay valid.
+            **({"speaker_prefix": speaker_prefix} if speaker_prefix != "spk" else {}),
+            **({"keep_last": keep_last} if keep_last else {}),
         },
     }
     wav, in_progress = out / "wav", out / ".in_progress"
@@ -428,7 +438,12 @@ def make_corpus(
             f"{wav} exists but was not made by make_corpus (no {stamp_path(wav).name} or "
             f"{in_progress.name}); remove it or choose another --out"
         )
-    speakers = plan_speakers(num_speakers, seed)
+    # keep_last: only the last speakers of the plan are rendered (each with its own index,
+    # so its audio is what the full corpus would hold): a held-out set drawn from the plan
+    # as a recipe's test speakers are, not spread over the ranges as a small plan would be.
+    planned = list(enumerate(plan_speakers(num_speakers, seed, speaker_prefix)))
+    planned = planned[-keep_last:] if keep_last else planned
+    speakers = [spk for _, spk in planned]
     espeak = process_espeak()  # before touching out_dir: a missing library changes nothing
     if espeak.used:
         raise SynthError("make_corpus needs a process that has not synthesised in-process")
@@ -444,7 +459,7 @@ def make_corpus(
         (out / "speakers.tsv").unlink()
 
     start = time.time()
-    jobs = [(str(out), spk, i, utts_per_speaker, seed) for i, spk in enumerate(speakers)]
+    jobs = [(str(out), spk, i, utts_per_speaker, seed) for i, spk in planned]
     # fork: workers inherit eSpeak initialised, never used; and callers need no __main__
     # guard. One worker per speaker (see _render_speaker).
     ctx = multiprocessing.get_context("fork")
@@ -455,7 +470,7 @@ def make_corpus(
     in_progress.unlink()
     if verbose:
         print(
-            f"{out}: {num_speakers} speakers x {utts_per_speaker} utterances, "
+            f"{out}: {len(speakers)} speakers x {utts_per_speaker} utterances, "
             f"{sum(durations) / 3600:.2f} h of audio in {time.time() - start:.1f} s",
             file=sys.stderr,
         )

@@ -3,6 +3,7 @@ atomically, loaded safely (tensors only), averaged into the final model."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -150,8 +151,19 @@ def model_payload(cfg_dict: dict, state: dict[str, torch.Tensor]) -> dict:
     return {"format": FINAL_FORMAT, "config": cfg_dict, "model": state}
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[EmbeddingModel, Config]:
-    """Load ``final.pt``/``init.pt`` or a training checkpoint (safely: tensors only)."""
+def model_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A short digest of a model's weights (names, shapes, dtypes and values): what ties a
+    calibration or a packaged mean to the model it was made for, whatever file holds it."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_payload(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """A model file's contents (safely: tensors and plain values only), checked to be one."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # missing, truncated, foreign or code-carrying files all land here
@@ -159,7 +171,23 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[EmbeddingM
         raise DataError(f"not a readable sslsv checkpoint: {path} ({reason})") from None
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise DataError(f"not an sslsv checkpoint: {path} (it holds no 'config' and 'model')")
+    return payload
+
+
+def model_from_payload(payload: dict, path: str | os.PathLike) -> tuple[EmbeddingModel, Config]:
+    """The model (eval mode, on the payload's device) and config a model file holds."""
     cfg = config_from_dict(payload["config"], source=str(path))
     model = EmbeddingModel(cfg)
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval(), cfg
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise DataError(f"{path}: its weights do not fit its config ({reason})") from None
+    return model.eval(), cfg
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[EmbeddingModel, Config]:
+    """Load ``final.pt``/``init.pt``, a packaged ``model.pt`` or a training checkpoint
+    (safely: tensors only)."""
+    model, cfg = model_from_payload(load_payload(path, device), path)
+    return model.to(device), cfg

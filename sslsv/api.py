@@ -1,0 +1,249 @@
+"""Using a trained model outside the recipes: embed audio, score pairs, make decisions.
+
+    import sslsv
+    model = sslsv.load_model("exp/simclr_ntxent_am_mini/model.pt")
+    a, b = model.embed(["a.wav", "b.wav"])
+    print(model.score(a, b))                    # cosine
+    print(model.verify("a.wav", "b.wav"))       # score, LLR and decision when calibrated
+
+Inputs are file paths (any format soundfile reads; first channel; resampled to the model's
+rate), 1-D float arrays or tensors (``sample_rate``: theirs, default the model's), or a list
+of either. The protocol is the model's ``extract:`` section (whole utterances, or the mean of
+``num_crops`` evenly spaced crops of ``crop_seconds``), overridable per call; it is the code
+stage 5 runs (:mod:`sslsv.extraction`), so ``embed(..., raw=True)`` equals stage 5's
+embeddings. Whole utterances of equal length share a forward pass, others go one by one
+(padding would change the embedding); crops of many inputs share batches.
+
+``embed`` returns what the model's cosine back end scores: the training mean subtracted
+when the model was packaged with one (``python -m sslsv.bin.package``, ``scoring.subtract_
+mean``), then L2 normalisation; ``score`` is the dot product of two of them, so a
+calibration fitted on stage 6's scores applies to it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslsv.audio import AudioSource, describe_source, read_audio, resample
+from sslsv.backend import CosineBackend
+from sslsv.calibration import Calibration
+from sslsv.config.schema import Config, ExtractConfig
+from sslsv.errors import DataError
+from sslsv.extraction import take_crops
+from sslsv.models.embedding import EmbeddingModel
+from sslsv.train.checkpoint import load_payload, model_fingerprint, model_from_payload
+
+Audio = str | os.PathLike | AudioSource | np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One trial's outcome. ``llr`` and ``same_speaker`` are None without a calibration."""
+
+    score: float
+    llr: float | None
+    same_speaker: bool | None
+    p_target: float | None
+
+    def __str__(self) -> str:
+        if self.llr is None:
+            return f"score {self.score:.4f} (no calibration: no LLR or decision)"
+        decision = "same speaker" if self.same_speaker else "different speakers"
+        return (
+            f"score {self.score:.4f}, LLR {self.llr:.3f}: {decision} (p_target {self.p_target:g})"
+        )
+
+
+class SpeakerModel:
+    """A trained embedding model with what scoring needs: see the module docstring."""
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        cfg: Config,
+        device: str | torch.device = "cpu",
+        mean: np.ndarray | None = None,
+        calibration: Calibration | None = None,
+        card: str = "",
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.fingerprint = model_fingerprint(model.state_dict())
+        self.backend = CosineBackend(mean)
+        self.card = card
+        self.calibration = None
+        if calibration is not None:
+            self.set_calibration(calibration)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.features.sample_rate
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.embed_dim
+
+    def set_calibration(self, calibration: Calibration | str | os.PathLike) -> None:
+        """Use a calibration (a :class:`Calibration` or its JSON file) for ``verify``; one
+        made for another model is refused."""
+        source = "" if isinstance(calibration, Calibration) else str(calibration)
+        if source:
+            calibration = Calibration.from_json(source)
+        if calibration.model and calibration.model != self.fingerprint:
+            raise DataError(
+                f"{source or 'calibration'}: made for model {calibration.model}, not this one "
+                f"({self.fingerprint})"
+            )
+        subtracts = self.backend.mean is not None
+        wanted = {"backend": "cosine", "norm": "none", "subtract_mean": subtracts}
+        differ = [k for k, v in wanted.items() if calibration.scoring.get(k, v) != v]
+        if differ:
+            shown = ", ".join(f"{k} {calibration.scoring[k]!r}" for k in differ)
+            raise DataError(
+                f"{source or 'calibration'}: fitted on scores made with {shown}; this model "
+                f"scores by plain cosine{' minus its training mean' if subtracts else ''} "
+                "(a model packaged by python -m sslsv.bin.package carries its mean)"
+            )
+        if calibration.quality:
+            raise DataError(
+                f"{source or 'calibration'}: uses quality measures "
+                f"({', '.join(calibration.quality)}); verify takes score-only calibrations"
+            )
+        self.calibration = calibration
+
+    # ------------------------------------------------------------------------ embedding
+
+    def _waveform(self, item: Audio, sample_rate: int | None, index: int) -> np.ndarray:
+        if isinstance(item, (str, os.PathLike, AudioSource)):
+            wave = read_audio(item, sample_rate=self.sample_rate)
+            name = describe_source(item) if isinstance(item, AudioSource) else os.fspath(item)
+        else:
+            wave = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+            wave = np.asarray(wave, dtype=np.float32)
+            name = f"input {index}"
+            if wave.ndim != 1:
+                raise DataError(f"{name}: a waveform must be 1-D (samples), got {wave.shape}")
+            rate = sample_rate or self.sample_rate
+            if rate != self.sample_rate and wave.size:
+                wave = resample(wave, rate, self.sample_rate)
+        if wave.size == 0:
+            raise DataError(f"{name}: no audio samples")
+        if not np.isfinite(wave).all():
+            raise DataError(f"{name}: non-finite audio samples")
+        return wave
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        return self.model(x).float().cpu().numpy()
+
+    def _embed_raw(self, waves: list[np.ndarray], options: ExtractConfig) -> np.ndarray:
+        out = np.empty((len(waves), self.embed_dim), dtype=np.float32)
+        if options.crop_seconds == 0:
+            by_length: dict[int, list[int]] = {}
+            for i, wave in enumerate(waves):
+                by_length.setdefault(len(wave), []).append(i)
+            for indices in by_length.values():
+                for start in range(0, len(indices), options.batch_size):
+                    chunk = indices[start : start + options.batch_size]
+                    out[chunk] = self._forward(np.stack([waves[i] for i in chunk]))
+            return out
+        crop = round(options.crop_seconds * self.sample_rate)
+        per_batch = max(1, options.batch_size // options.num_crops)
+        for start in range(0, len(waves), per_batch):
+            chunk = waves[start : start + per_batch]
+            crops = np.concatenate([take_crops(w, crop, options.num_crops) for w in chunk])
+            e = F.normalize(torch.from_numpy(self._forward(crops)), dim=-1)
+            out[start : start + len(chunk)] = e.unflatten(0, (len(chunk), -1)).mean(1).numpy()
+        return out
+
+    def embed(
+        self,
+        audio: Audio | Sequence[Audio],
+        sample_rate: int | None = None,
+        *,
+        raw: bool = False,
+        **protocol: float | int,
+    ) -> np.ndarray:
+        """Embeddings of one input (D,) or of a list of inputs (N, D).
+
+        ``protocol``: ``crop_seconds``, ``num_crops``, ``batch_size`` (the model's
+        ``extract:`` values by default). ``raw``: stage 5's embeddings, before the back
+        end's mean subtraction and normalisation.
+        """
+        single = not isinstance(audio, (list, tuple))
+        items = [audio] if single else list(audio)
+        unknown = set(protocol) - {"crop_seconds", "num_crops", "batch_size"}
+        if unknown:
+            raise TypeError(f"unknown protocol option(s): {', '.join(sorted(unknown))}")
+        options = replace(self.cfg.extract, **protocol)
+        waves = [self._waveform(item, sample_rate, i) for i, item in enumerate(items)]
+        x = self._embed_raw(waves, options) if waves else np.zeros((0, self.embed_dim))
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if len(bad):
+            raise DataError(f"input {bad[0]}: non-finite embedding (broken audio?)")
+        if not raw:
+            x = self.prepare(x)
+        return x[0] if single else x
+
+    def prepare(self, raw: np.ndarray) -> np.ndarray:
+        """Stage-5 embeddings -> what the cosine back end scores (mean off, unit length)."""
+        x = np.atleast_2d(raw)
+        if not np.any(x, axis=1).all():
+            raise DataError("an all-zero embedding cannot be scored (digitally silent input?)")
+        return self.backend.prepare(x).reshape(np.shape(raw))
+
+    # -------------------------------------------------------------------------- scoring
+
+    @staticmethod
+    def score(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
+        """Cosine of two embeddings from :meth:`embed` (or of their rows, pairwise)."""
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"embeddings of shapes {a.shape} and {b.shape}")
+        cos = np.sum(a * b, axis=-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+        return float(cos) if cos.ndim == 0 else cos
+
+    def verify(self, a: Audio, b: Audio, sample_rate: int | None = None) -> Verification:
+        """Score two inputs; with a calibration, their LLR and the Bayes decision at its
+        ``p_target``."""
+        score = float(self.score(*self.embed([a, b], sample_rate)))
+        if self.calibration is None:
+            return Verification(score, None, None, None)
+        llr = float(self.calibration.apply(np.array([score]))[0])
+        p = self.calibration.p_target
+        return Verification(score, llr, bool(self.calibration.decide(llr, p)), p)
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    calibration: str | os.PathLike | None = None,
+) -> SpeakerModel:
+    """A model file (final.pt, a packaged model.pt, init.pt or a checkpoint; loaded safely,
+    tensors only) ready to embed; ``calibration`` (a JSON file from
+    ``python -m sslsv.bin.calibrate``) overrides one packaged with the model."""
+    payload = load_payload(path)
+    model, cfg = model_from_payload(payload, path)
+    mean = payload.get("mean")
+    packaged = payload.get("calibration")
+    speaker_model = SpeakerModel(
+        model,
+        cfg,
+        device,
+        mean=None if mean is None else mean.double().numpy(),
+        card=payload.get("card", ""),
+    )
+    if calibration is not None:
+        speaker_model.set_calibration(calibration)
+    elif packaged:
+        speaker_model.set_calibration(Calibration.from_dict(json.loads(packaged), str(path)))
+    return speaker_model
