@@ -11,7 +11,8 @@ line: whole utterances, or with crop_seconds S the mean of num_crops evenly spac
 S seconds (normalised crop embeddings), about batch_size crops per forward pass.
 Writes DIR/split<NJ>/ (never into DATA), DIR/embeddings.JOB.{ark,scp} and a stamp per job
 (what the job was made from), DIR/embeddings.scp over all of them (checked: every utterance
-exactly once), DIR/silent.txt (digitally silent utterances, a warning; --on-silence error:
+exactly once; with --nj 1 and --cmd local the one job runs in this process),
+DIR/silent.txt (digitally silent utterances, a warning; --on-silence error:
 an error) and job logs in DIR/log/extract.JOB.log. A rerun redoes exactly the jobs whose
 inputs changed (their utterances' lines, audio or feature files, the model file, the
 protocol) and says what changed.
@@ -119,6 +120,23 @@ def run_job(args: argparse.Namespace, given: dict) -> None:
     log.info("job %d: %d embeddings, %s (%s)", args.job, n, options.describe(), args.source)
 
 
+def run_here(args: argparse.Namespace, given: dict, source: str, out_dir: Path) -> None:
+    """``--nj 1`` on this machine: the one job runs in this process, saving a second start
+    of Python and torch (seconds, for each small set), with its log where a job's goes."""
+    log_path = out_dir / "log" / "extract.1.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(cli.LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    # The threads a lone local job would get (sslsv.parallel): all of this machine's.
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    try:
+        run_job(argparse.Namespace(**{**vars(args), "job": 1, "source": source}), dict(given))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
 def source_inputs(data_dir: Path, use_feats: bool) -> dict:
     """What embeddings of ``data_dir`` read (see :mod:`sslsv.reuse`): its utterance lines
     and the identity of the files behind them, stage 1's feature arks or the audio."""
@@ -186,7 +204,10 @@ def extract(args: argparse.Namespace) -> None:
         )  # fmt: skip
         job = lambda j: [*cmd, "--job", str(j)]  # noqa: E731
         with stamping(outputs, inputs, todo):
-            run_jobs(job, args.nj, out_dir / "log", "extract", todo, args.cmd)
+            if args.nj == 1 and args.cmd == "local":
+                run_here(args, given, source, out_dir)
+            else:
+                run_jobs(job, args.nj, out_dir / "log", "extract", todo, args.cmd)
         merged: dict[str, str] = {}
         silent: list[str] = []
         for j in range(1, args.nj + 1):
