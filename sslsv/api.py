@@ -29,14 +29,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sslsv.audio import AudioSource, describe_source, read_audio, resample
 from sslsv.backend import CosineBackend
 from sslsv.calibration import Calibration
 from sslsv.config.schema import Config, ExtractConfig
 from sslsv.errors import DataError
-from sslsv.extraction import take_crops
+from sslsv.extraction import mean_of_crops, take_crops
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import load_payload, model_fingerprint, model_from_payload
 
@@ -161,8 +160,8 @@ class SpeakerModel:
         for start in range(0, len(waves), per_batch):
             chunk = waves[start : start + per_batch]
             crops = np.concatenate([take_crops(w, crop, options.num_crops) for w in chunk])
-            e = F.normalize(torch.from_numpy(self._forward(crops)), dim=-1)
-            out[start : start + len(chunk)] = e.unflatten(0, (len(chunk), -1)).mean(1).numpy()
+            e = mean_of_crops(torch.from_numpy(self._forward(crops)), len(chunk))
+            out[start : start + len(chunk)] = e.numpy()
         return out
 
     def embed(

@@ -103,6 +103,12 @@ class UtteranceSource(Dataset):
         return utt, crops, silent
 
 
+def mean_of_crops(embeddings: torch.Tensor, num_utts: int) -> torch.Tensor:
+    """(utterances x crops, D) crop embeddings -> (utterances, D): the mean of the
+    L2-normalised crop embeddings of each utterance (the crop protocol's embedding)."""
+    return F.normalize(embeddings.float(), dim=-1).unflatten(0, (num_utts, -1)).mean(dim=1)
+
+
 @torch.inference_mode()
 def embed_data_dir(
     model: EmbeddingModel,
@@ -145,8 +151,7 @@ def embed_data_dir(
         x = x.to(device, non_blocking=True)
         embeddings = model.forward_features(x) if use_feats else model(x)
         if not full:
-            embeddings = F.normalize(embeddings.float(), dim=-1)
-            embeddings = embeddings.unflatten(0, (len(utts), -1)).mean(dim=1)
+            embeddings = mean_of_crops(embeddings, len(utts))
         embeddings = embeddings.float().cpu().numpy()
         for utt, embedding in zip(utts, embeddings, strict=True):
             if not np.isfinite(embedding).all():

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 
 from sslsv import cli
 from sslsv.api import load_model
+from sslsv.calibration import bayes_threshold
 from sslsv.errors import DataError
 
 
@@ -49,7 +49,7 @@ def verify(args: argparse.Namespace) -> None:
     elif result.llr is not None:
         p = args.p_target or result.p_target
         out["p_target"] = p
-        out["threshold_llr"] = math.log((1 - p) / p)
+        out["threshold_llr"] = bayes_threshold(p)
         out["same_speaker"] = result.llr >= out["threshold_llr"]
     else:
         out["same_speaker"] = None
