@@ -1,11 +1,13 @@
-"""Training and extraction throughput: SimCLR NT-Xent-AM, Fast ResNet-34, two 2 s crops.
+"""Training and extraction throughput: SimCLR NT-Xent-AM, Fast ResNet-34, two 2 s crops;
+DINO rows (``-dino``) with the VoxCeleb recipe's ``conf/dino_resnet34.yaml``: 2 global 4 s
+crops (teacher and student) and 4 local 2 s crops (student), 65,536-prototype heads.
 
 Rows, each run on every device asked for (``--rows``, comma-separated):
 
-  model-<fp32|bf16>[-cl][-compile]
+  model-<fp32|bf16>[-cl][-compile][-dino]
                                   training steps on random waveforms already on the device:
                                   log-mel front end, encoder, loss, backward, Adam step
-  pipeline-<fp32|bf16>[-cl][-compile]
+  pipeline-<fp32|bf16>[-cl][-compile][-dino]
                                   the same steps fed by the real DataLoader from WAV files on
                                   disk, with augmentation (reverberation, noise, babble)
   loader                          that DataLoader alone (reading, cropping, batching, copy
@@ -63,12 +65,13 @@ from sslsv.simulation.dsp import colored_noise  # noqa: E402
 from sslsv.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "egs" / "voxceleb" / "conf" / "simclr_ntxent_am.yaml"
+DINO_CONFIG = REPO / "egs" / "voxceleb" / "conf" / "dino_resnet34.yaml"
 DEFAULT_ROWS = (
     "model-fp32,model-bf16,model-bf16-cl,model-bf16-compile,model-bf16-cl-compile,loader,"
     "pipeline-fp32,pipeline-bf16,pipeline-bf16-cl-compile,extract-fp32,extract-fp32-cl,"
-    "stage3-fp32"
+    "stage3-fp32,model-bf16-dino,pipeline-bf16-dino"
 )
-ROW = re.compile(r"^(model|pipeline|extract|stage3)-(fp32|bf16)(-cl)?(-compile)?$|^loader$")
+ROW = re.compile(r"^(model|pipeline|extract|stage3)-(fp32|bf16)(-cl)?(-compile)?(-dino)?$|^loader$")
 SAMPLE_RATE = 16000
 EXTRACT_SECONDS = 4.0
 
@@ -82,6 +85,7 @@ class Row:
     precision: str
     compile: bool
     channels_last: bool = False
+    dino: bool = False
 
 
 @dataclass
@@ -108,10 +112,12 @@ def parse_rows(text: str) -> list[Row]:
         if name == "loader":
             rows.append(Row(name, "loader", "fp32", False))
             continue
-        kind, precision, channels_last, compiled = m.group(1, 2, 3, 4)
+        kind, precision, channels_last, compiled, dino = m.group(1, 2, 3, 4, 5)
         if kind == "stage3" and (precision != "fp32" or channels_last or compiled):
             raise ValueError(f"--rows: {name!r}: stage 3 runs as stage 3 does: stage3-fp32")
-        rows.append(Row(name, kind, precision, bool(compiled), bool(channels_last)))
+        if dino and kind not in ("model", "pipeline"):
+            raise ValueError(f"--rows: {name!r}: -dino is for model and pipeline rows")
+        rows.append(Row(name, kind, precision, bool(compiled), bool(channels_last), bool(dino)))
     return rows
 
 
@@ -164,7 +170,8 @@ def synchronize(device: torch.device) -> None:
 def make_config(args: argparse.Namespace, row: Row, aug_dir: Path, steps: int) -> Config:
     overrides = [
         f"train.batch_size={args.batch_size}",
-        "train.crop_seconds=2.0",
+        # DINO rows keep their config's crops (4 s global, 2 s local).
+        *([] if row.dino else ["train.crop_seconds=2.0"]),
         f"train.precision={row.precision}",
         f"train.compile={str(row.compile).lower()}",
         f"train.channels_last={str(row.channels_last).lower()}",
@@ -180,7 +187,7 @@ def make_config(args: argparse.Namespace, row: Row, aug_dir: Path, steps: int) -
                        "num_sources": [3, 7]},
         }),
     ]  # fmt: skip
-    return load_config(args.config, overrides)
+    return load_config(DINO_CONFIG if row.dino else args.config, overrides)
 
 
 def read_losses(trainer: Trainer, pending: list, flush: bool = False) -> None:
@@ -203,7 +210,8 @@ def time_loader(
     synchronize(trainer.device)
     start = time.perf_counter()
     for _ in range(steps):
-        next(batches).to(trainer.device, non_blocking=True)
+        for crops in next(batches)[0]:
+            crops.to(trainer.device, non_blocking=True)
     synchronize(trainer.device)
     items = steps * trainer.cfg.train.batch_size
     return Result(row, device, steps, time.perf_counter() - start, items)
@@ -218,9 +226,11 @@ def run_training_row(
     dev = trainer.device
     try:
         if row.kind == "model":
-            crop = round(cfg.train.crop_seconds * cfg.features.sample_rate)
             g = torch.Generator(device=dev).manual_seed(0)
-            waves = 0.1 * torch.randn(args.batch_size, 2, crop, device=dev, generator=g)
+            waves = [
+                0.1 * torch.randn(args.batch_size, count, samples, device=dev, generator=g)
+                for count, samples in trainer.crops
+            ]
             start, pending = 0.0, []
             for step in range(warmup + steps):
                 if step == warmup:
@@ -243,7 +253,8 @@ def run_training_row(
             return time_loader(trainer, row, device, batches, steps, warmup)
         pending = []
         for step in range(warmup):
-            loss, accuracy, _ = trainer.train_step(next(batches), 0, step)
+            crops, labels, indices = next(batches)
+            loss, accuracy, _ = trainer.train_step(crops, 0, step, labels, indices)
             pending.append((loss, accuracy))
             read_losses(trainer, pending)
         read_losses(trainer, pending, flush=True)
@@ -255,9 +266,9 @@ def run_training_row(
         start, waited = time.perf_counter(), 0.0
         for step in range(steps):
             before = time.perf_counter()
-            waves = next(batches)
+            crops, labels, indices = next(batches)
             waited += time.perf_counter() - before
-            loss, accuracy, _ = trainer.train_step(waves, 1, step)
+            loss, accuracy, _ = trainer.train_step(crops, 1, step, labels, indices)
             pending.append((loss, accuracy))
             read_losses(trainer, pending)
         read_losses(trainer, pending, flush=True)
@@ -378,10 +389,14 @@ def machine_lines() -> list[str]:
     ]
 
 
-def count_gflop(config: Path) -> tuple[float, float]:
+def count_gflop(config: Path) -> tuple[float, float, float]:
     """Model GFLOP (matrix products and convolutions, as torch counts them) per training
-    utterance (forward + backward, two 2 s crops) and per 4 s extraction crop (forward)."""
+    utterance (forward + backward, two 2 s crops), per 4 s extraction crop (forward) and per
+    DINO training utterance (the student's forward + backward over all 6 crops, heads
+    included, and the teacher's forward over the 2 global crops)."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from sslsv.methods import StepInfo, build_method
 
     cfg = load_config(config, [])
     model = EmbeddingModel(cfg)
@@ -392,17 +407,29 @@ def count_gflop(config: Path) -> tuple[float, float]:
     train = counter.get_total_flops() / 2 / 1e9
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(2, round(EXTRACT_SECONDS * rate)))
-    return train, counter.get_total_flops() / 2 / 1e9
+    extract = counter.get_total_flops() / 2 / 1e9
+    dino_cfg = load_config(DINO_CONFIG, [])
+    dino = build_method(dino_cfg, EmbeddingModel(dino_cfg))
+    batch = 2  # the heads' batch norm needs more than one row
+    feats = [
+        dino.model.fbank(torch.randn(batch * n, round(seconds * rate))).unflatten(0, (batch, n))
+        for n, seconds in ((2, dino_cfg.train.crop_seconds),
+                           (dino_cfg.method.local_crops, dino_cfg.method.local_crop_seconds))
+    ]  # fmt: skip
+    with FlopCounterMode(display=False) as counter:
+        dino(feats, 0.0, None, StepInfo(progress=0.5, epoch=1))[0].backward()
+    return train, extract, counter.get_total_flops() / batch / 1e9
 
 
 def format_table(
     args: argparse.Namespace,
     results: list[Result],
     notes: list[str],
-    gflop: tuple[float, float] | None = None,
+    gflop: tuple[float, float, float] | None = None,
 ) -> str:
     model_speed = {
-        (r.device, r.row.precision, r.row.channels_last, r.row.compile): r.items / r.seconds
+        (r.device, r.row.precision, r.row.channels_last, r.row.compile, r.row.dino): r.items
+        / r.seconds
         for r in results
         if r.row.kind == "model"
     }
@@ -422,13 +449,16 @@ def format_table(
         ratio = wait = "-"
         if r.row.kind == "pipeline":
             wait = f"{100 * (r.data_wait or 0) / r.seconds:.0f}%"
-            base = model_speed.get((r.device, r.row.precision, r.row.channels_last, r.row.compile))
+            base = model_speed.get(
+                (r.device, r.row.precision, r.row.channels_last, r.row.compile, r.row.dino)
+            )
             ratio = f"{100 * speed / base:.0f}%" if base else "-"
         mem = f"{r.peak_gib:.1f} GiB" if r.peak_gib is not None else "-"
         shown = f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}"
         tflops = "-"
         if gflop is not None and r.row.kind != "loader":
             per_item = gflop[0] if r.row.kind in ("model", "pipeline") else gflop[1]
+            per_item = gflop[2] if r.row.dino else per_item
             tflops = f"{speed * per_item / 1000:.2f}"
         lines.append(
             f"| {r.row.name} | {r.device} | {r.steps} | {1000 * r.seconds / r.steps:.1f} | "
@@ -436,12 +466,16 @@ def format_table(
         )
     lines += [
         "",
-        "utt/s counts utterances (two crops each) for training rows, crops for extract and stage3.",
+        "utt/s counts utterances (two crops each; six for -dino rows) for training rows, crops "
+        "for extract and stage3.",
     ]
     if gflop is not None:
         lines.append(
             f"TFLOP/s: model work of {gflop[0]:.2f} GFLOP per training utterance (forward and "
-            f"backward, two 2 s crops) and {gflop[1]:.2f} GFLOP per 4 s extraction crop, as "
+            f"backward, two 2 s crops), {gflop[2]:.2f} GFLOP per DINO training utterance "
+            "(2 x 4 s + 4 x 2 s crops through the student, forward and backward, 2 x 4 s "
+            f"through the teacher, 65,536-prototype heads) and {gflop[1]:.2f} GFLOP per 4 s "
+            "extraction crop, as "
             "torch.utils.flop_counter counts matrix products and convolutions."
         )
     lines += [f"Note: {n}" for n in notes]

@@ -121,6 +121,10 @@ def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
             module.track_running_stats,
         )  # fmt: skip
         new.load_state_dict(module.state_dict())
+        # A frozen copy (MoCo's key encoder, DINO's teacher) stays frozen, as with
+        # torch.nn.SyncBatchNorm.convert_sync_batchnorm, which keeps the parameters.
+        for new_param, param in zip(new.parameters(), module.parameters()):
+            new_param.requires_grad_(param.requires_grad)
         return new
     for name, child in module.named_children():
         setattr(module, name, convert_to_global_batchnorm(child))

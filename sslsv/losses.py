@@ -129,3 +129,28 @@ def aam_softmax_with_accuracy(
     accuracy = (cos.argmax(dim=1) == labels).float().mean()
     loss = F.cross_entropy(aam_logits(cos, labels, scale, margin), labels)
     return loss, accuracy.detach()
+
+
+def dino_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    center: torch.Tensor,
+    student_temperature: float,
+    teacher_temperature: float,
+) -> torch.Tensor:
+    """DINO's cross-entropy between teacher and student crops (Caron et al., 2021).
+
+    ``student``: (S, B, K) head outputs of the S crops of B utterances, the teacher's crops
+    first; ``teacher``: (T, B, K) the teacher's outputs of those T crops; ``center``: (K,).
+    For every pair of a teacher crop t and a different student crop s,
+    ``H(t, s) = -sum_k q_tk log p_sk`` with ``q = softmax((teacher - center) / T_t)`` and
+    ``p = softmax(student / T_s)``; the loss is the mean of H over the batch and over the
+    ``T * S - T`` pairs.
+    """
+    crops_t, batch = teacher.shape[0], teacher.shape[1]
+    q = F.softmax((teacher.float() - center.float()) / teacher_temperature, dim=-1)
+    log_p = F.log_softmax(student.float() / student_temperature, dim=-1)
+    cross = -torch.einsum("tbk,sbk->ts", q, log_p) / batch  # (T, S) mean over the batch
+    same = torch.zeros_like(cross, dtype=torch.bool)
+    same[torch.arange(crops_t), torch.arange(crops_t)] = True
+    return cross.masked_fill(same, 0.0).sum() / (cross.numel() - crops_t)

@@ -145,8 +145,8 @@ def test_classifier_resumes_exactly_after_a_stop_mid_round(tmp_path, labelled, m
     exp = tmp_path / "exp"
     real_step = Trainer.train_step
 
-    def step_then_signal(self, waves, epoch, step, labels=None):
-        out = real_step(self, waves, epoch, step, labels)
+    def step_then_signal(self, waves, epoch, step, *rest):
+        out = real_step(self, waves, epoch, step, *rest)
         if (epoch, step) == (1, 1):
             send_to_myself(signal.SIGUSR1)
         return out

@@ -57,7 +57,7 @@ def test_base_files_merge_and_loops_are_errors(tmp_path):
         ("train.precision", "fp16", "fp32, bf16"),
         ("scoring.backend", "pdla", "cosine, plda"),
         ("scoring.norm", "snorm", "none, z, t, s, as"),
-        ("method.name", "byol", "classifier, moco, simclr"),
+        ("method.name", "byol", "classifier, dino, moco, simclr"),
         ("encoder.name", "resnet34", "ecapa_tdnn, fast_resnet34, resnet"),
     ],
 )

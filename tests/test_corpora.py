@@ -430,9 +430,9 @@ def test_resampled_data_dir_trains_and_extracts_at_16k(tmp_path: Path) -> None:
     durations = {u: float(v) for u, v in read_dict(dest / "utt2dur").items()}
     for utt, path in read_wav_scp(dest / "wav.scp").items():
         assert len(read_audio(path, sample_rate=RATE, utt=utt)) == int(durations[utt] * RATE)
-    dataset = CropDataset(dest, crop_samples=16000, seed=0, sample_rate=RATE)
+    dataset = CropDataset(dest, [(2, 16000)], seed=0, sample_rate=RATE)
     for index in range(len(dataset)):
-        pair, label = dataset[(0, index)]
+        (pair,), label, _ = dataset[(0, index)]
         assert pair.shape == (2, 16000) and bool(pair.abs().max() > 0.05)
 
 

@@ -1,5 +1,6 @@
 """Two gloo processes on CPU give the same SimCLR and classifier (AAM-softmax) loss and
-gradients, and MoCo queue, as one."""
+gradients, MoCo queue, and DINO loss, centre and teacher (with and without positive
+sampling), as one."""
 
 import os
 import socket
@@ -13,8 +14,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sslsv import distributed
 from sslsv.config.load import load_config
-from sslsv.methods import build_method
+from sslsv.methods import StepInfo, build_method
 from sslsv.models import ENCODERS, register_encoder
 from sslsv.models.embedding import EmbeddingModel
 
@@ -36,7 +38,22 @@ if "test_mean_linear" not in ENCODERS:
             return self.proj(torch.tanh(feats).mean(dim=-1))
 
 
+DINO = [
+    "method.name=dino",
+    "method.head_hidden=12",
+    "method.head_bottleneck=6",
+    "method.head_out=10",
+    "method.local_crops=2",
+    "method.momentum=0.9",
+    "loss.margin=0",
+]
+# Positive sampling from the second step on (the memory holds the first step's 8).
+SSPS = ["method.ssps.enabled=true", "method.ssps.start=0", "method.ssps.queue_size=20",
+        "method.ssps.clusters=3"]  # fmt: skip
+
+
 def make_method(name):
+    options = {"dino": DINO, "dino_ssps": DINO + SSPS, "simclr_ssps": ["method.name=simclr", *SSPS]}
     cfg = load_config(
         None,
         [
@@ -46,30 +63,45 @@ def make_method(name):
             "method.momentum=0.9",
             "loss.margin=0.1",
             "loss.scale=10",
-        ],
+        ]
+        if name not in options
+        else ["encoder.name=test_mean_linear", "loss.scale=10", *options[name]],
     )
     torch.manual_seed(0)
-    return build_method(cfg, EmbeddingModel(cfg), CLASSES)
+    method = build_method(cfg, EmbeddingModel(cfg), CLASSES)
+    # Batch norm over the global batch (DINO's head has it), as the trainer converts it.
+    method = distributed.convert_to_global_batchnorm(method)
+    # DINO in float64: behind its head's batch norm some true gradients are 0 (a shift of
+    # the embedding is normalised away), and float32 leaves rounding noise there.
+    return method.double() if name.startswith("dino") else method
 
 
 def batches(name):
-    """Two batches of (feats, labels): two views each, or one view for the classifier."""
+    """Two batches of (feats, labels): two views each, one for the classifier, two global
+    and two local crops for DINO."""
     g = torch.Generator().manual_seed(3)
     views = 1 if name == "classifier" else 2
-    return [
-        (torch.randn(N, views, 40, T, generator=g), torch.randint(CLASSES, (N,), generator=g))
-        for _ in range(2)
-    ]
+    out = []
+    for _ in range(2):
+        feats = torch.randn(N, views, 40, T, generator=g)
+        if name.startswith("dino"):
+            feats = [feats.double(), torch.randn(N, 2, 40, T // 2, generator=g).double()]
+        out.append((feats, torch.randint(CLASSES, (N,), generator=g)))
+    return out
 
 
 def run_steps(method, forward, data, rank=0, world=1):
-    """Two optimizer steps; returns (losses, grads after step 1, queue)."""
+    """Two optimizer steps; returns (losses, grads after step 1, state: MoCo's queue, or
+    DINO's centre and teacher, or the positive sampler's memory)."""
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
     losses, grads = [], None
     local = N // world
-    for feats, labels in data:
+    for step, (feats, labels) in enumerate(data):
         mine = slice(rank * local, (rank + 1) * local)
-        loss, _ = forward(feats[mine], 0.1, labels[mine])
+        indices = torch.arange(N)[mine] + 100 * step
+        info = StepInfo(0.2 + 0.3 * step, 1, step, indices, 1000)
+        part = [f[mine] for f in feats] if isinstance(feats, list) else feats[mine]
+        loss, _ = forward(part, 0.1, labels[mine], info)
         opt.zero_grad()
         loss.backward()
         if grads is None:
@@ -80,8 +112,14 @@ def run_steps(method, forward, data, rank=0, world=1):
             dist.all_reduce(loss)
             loss /= world
         losses.append(float(loss.detach()))
-    queue = method.queue.clone() if hasattr(method, "queue") else None
-    return losses, grads, queue
+    state = []
+    if hasattr(method, "queue"):
+        state = [method.queue.clone()]
+    if hasattr(method, "center"):
+        state = [method.center.clone(), *[p.detach().clone() for p in method.model.parameters()]]
+    if getattr(method, "ssps", None) is not None:
+        state += [method.ssps.index.clone(), method.ssps.pos.clone(), method.ssps.centroids.clone()]
+    return losses, grads, state
 
 
 def worker(rank, world, port, name, out_path):
@@ -105,10 +143,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", ["simclr", "moco", "classifier"])
+@pytest.mark.parametrize(
+    "name", ["simclr", "moco", "classifier", "dino", "dino_ssps", "simclr_ssps"]
+)
 def test_two_processes_equal_one(tmp_path, name):
     method = make_method(name)
-    want_losses, want_grads, want_queue = run_steps(method, method, batches(name))
+    want_losses, want_grads, want_state = run_steps(method, method, batches(name))
     out = tmp_path / "rank0.pt"
     context = mp.spawn(worker, args=(2, free_port(), name, str(out)), nprocs=2, join=False)
     deadline = time.monotonic() + 180  # a hang fails the test rather than the whole run
@@ -117,11 +157,26 @@ def test_two_processes_equal_one(tmp_path, name):
             for process in context.processes:
                 process.kill()
             pytest.fail("the two worker processes did not finish within 180 s")
-    losses, grads, queue = torch.load(out, weights_only=True)
+    losses, grads, state = torch.load(out, weights_only=True)
     assert losses == pytest.approx(want_losses, rel=1e-5)
     for g, w in zip(grads, want_grads):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert len(state) == len(want_state)
+    for got, want in zip(state, want_state):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     if name == "moco":
-        torch.testing.assert_close(queue, want_queue, rtol=1e-5, atol=1e-6)
         # After two steps of 8 keys in a queue of 20, slots 0-15 hold real keys.
-        assert not torch.allclose(queue[:, :16], make_method("moco").queue[:, :16])
+        assert not torch.allclose(state[0][:, :16], make_method("moco").queue[:, :16])
+    if name.endswith("ssps"):
+        # The memory holds both steps' utterances, and k-means has run.
+        assert sorted(state[-3][:16].tolist()) == list(range(8)) + list(range(100, 108))
+        assert state[-1].shape[0] == 3
+
+
+def test_global_batchnorm_keeps_frozen_copies_frozen():
+    """MoCo's key encoder and DINO's teacher keep requires_grad False when their batch norm
+    is converted (before, the conversion made their batch-norm weights trainable, which the
+    optimizer then updated and DDP waited for gradients of)."""
+    module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).requires_grad_(False)
+    converted = distributed.convert_to_global_batchnorm(module)
+    assert not any(p.requires_grad for p in converted.parameters())

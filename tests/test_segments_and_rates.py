@@ -150,8 +150,8 @@ def test_an_8k_config_is_honoured_everywhere(tone_data_dir, tmp_path):
     cfg = load_config(config)
     rate = cfg.features.sample_rate
 
-    dataset = CropDataset(tone_data_dir, round(0.5 * rate), 0, rate)
-    assert dataset[(0, 0)][0].shape == (2, 4000)
+    dataset = CropDataset(tone_data_dir, [(2, round(0.5 * rate))], 0, rate)
+    assert dataset[(0, 0)][0][0].shape == (2, 4000)
     seconds = float((tone_data_dir / "utt2dur").read_text().split()[1])
     assert dataset.num_samples[0] == int(seconds * rate)
 

@@ -140,8 +140,8 @@ def test_signal_during_a_step_stops_after_it(tmp_path, tiny, monkeypatch, capsys
     exp = tmp_path / "exp"
     real_step = Trainer.train_step
 
-    def step_then_signal(self, waves, epoch, step, labels=None):
-        out = real_step(self, waves, epoch, step, labels)
+    def step_then_signal(self, waves, epoch, step, *rest):
+        out = real_step(self, waves, epoch, step, *rest)
         if (epoch, step) == (1, 1):
             send_to_myself(sig)
         return out
@@ -173,8 +173,8 @@ def test_signal_at_an_epoch_end_without_an_epoch_checkpoint_keeps_the_result(
     # Mid-epoch checkpoints too: the stop must not take one of them for its own.
     every2 = ("train.checkpoint_every=2", "train.checkpoint_every_steps=2")
 
-    def step_then_signal(self, waves, epoch, step, labels=None):
-        out = real_step(self, waves, epoch, step, labels)
+    def step_then_signal(self, waves, epoch, step, *rest):
+        out = real_step(self, waves, epoch, step, *rest)
         if (epoch, step) == (0, 3):  # the last step of epoch 1
             send_to_myself(signal.SIGUSR1)
         return out
@@ -376,8 +376,8 @@ def test_non_finite_loss_is_one_line_naming_the_batch(tmp_path, tone_data_dir, m
                                                       capsys):  # fmt: skip
     real_step = Trainer.train_step
 
-    def nan_at_step_1(self, waves, epoch, step, labels=None):
-        loss, accuracy, margin = real_step(self, waves, epoch, step, labels)
+    def nan_at_step_1(self, waves, epoch, step, *rest):
+        loss, accuracy, margin = real_step(self, waves, epoch, step, *rest)
         return (loss * float("nan") if step == 1 else loss), accuracy, margin
 
     monkeypatch.setattr(Trainer, "train_step", nan_at_step_1)

@@ -65,13 +65,22 @@ def make_trainer(tmp_path, data_dir, method: str, *extra: str) -> Trainer:
     return Trainer(cfg, data_dir, tmp_path / "exp", "cpu")
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco"])
+DINO_SMALL = ("method.head_hidden=16", "method.head_bottleneck=8", "method.head_out=32",
+              "method.local_crops=2", "method.local_crop_seconds=0.25",
+              "loss.margin=0")  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "dino"])
 def test_train_step_never_waits_for_the_device(tmp_path, tone_data_dir, method):
     """Front end, encoder, loss (masks built on the device), backward, logging reduction:
     no op that would block the host on a GPU. The optimizer step is left out: on CPU, Adam
     reads its step counter (a host tensor); on CUDA the trainer uses the fused Adam."""
-    trainer = make_trainer(tmp_path, tone_data_dir, method)
-    waves = 0.1 * torch.randn(4, 2, 8000, generator=torch.Generator().manual_seed(0))
+    extra = DINO_SMALL if method == "dino" else ()
+    trainer = make_trainer(tmp_path, tone_data_dir, method, *extra)
+    g = torch.Generator().manual_seed(0)
+    waves = 0.1 * torch.randn(4, 2, 8000, generator=g)
+    if method == "dino":  # multi-crop: global and local crops
+        waves = [waves, 0.1 * torch.randn(4, 2, 4000, generator=g)]
     recorder = HostSyncRecorder()
     optimizer_step = trainer.optimizer.step
 
@@ -98,8 +107,8 @@ def test_non_finite_loss_is_reported_with_its_step(tmp_path, tone_data_dir):
     trainer = make_trainer(tmp_path, tone_data_dir, "simclr")
     real_step = trainer.train_step
 
-    def step_with_nan(waves, epoch, step, labels=None):
-        loss, accuracy, margin = real_step(waves, epoch, step, labels)
+    def step_with_nan(waves, epoch, step, *rest):
+        loss, accuracy, margin = real_step(waves, epoch, step, *rest)
         return (loss * float("nan") if step == 1 else loss), accuracy, margin
 
     trainer.train_step = step_with_nan

@@ -36,6 +36,7 @@ eval_subset=train-clean-5             # test speakers come from here
 extra_subsets=train-clean-100-sample  # more unlabelled training speech
 noise_dir=../../../shared/data/noise  # real background noises, when present
 train_seed=""                         # set: train.seed override, exp dir gets _seed<N>
+train_epochs=""                       # set: train.epochs override, exp dir gets _epochs<N>
 seed=1234
 trials_per_utt=50
 target_fraction=0.25
@@ -50,9 +51,13 @@ stats_exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$stats_config" --g
 supervised_exp=exp/$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$supervised_config" \
   --get experiment)
 overrides=""
+if [ -n "$train_epochs" ]; then
+  exp=${exp}_epochs$train_epochs
+  overrides="train.epochs=$train_epochs"
+fi
 if [ -n "$train_seed" ]; then
   exp=${exp}_seed$train_seed
-  overrides="train.seed=$train_seed"
+  overrides+=" train.seed=$train_seed"
 fi
 [ -n "$pl_seed" ] || pl_seed=$exp/final.pt
 

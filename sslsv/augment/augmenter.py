@@ -23,6 +23,10 @@ from sslsv.errors import DataError
 POWER_EPS = 1e-10
 
 
+#: Device layouts kept at once (one per device and crop length).
+MAX_STATES = 4
+
+
 def prepare_rir(rir: torch.Tensor, max_samples: int) -> torch.Tensor:
     """Align an RIR on its direct-path peak (largest magnitude), cut, normalise to unit energy.
 
@@ -155,7 +159,8 @@ class Augmenter:
                 except ValueError as e:
                     raise DataError(f"{rirs.data_dir}: RIR {rir_id!r}: {e}") from None
             self.rirs = torch.nn.utils.rnn.pad_sequence(prepared, batch_first=True)
-        self._states: dict[torch.device, _DeviceState] = {}
+        # Per (device, crop length): training uses one length, or two with multi-crop.
+        self._states: dict[tuple[torch.device, int], _DeviceState] = {}
 
     def describe(self) -> str:
         """One line saying which sets are in use."""
@@ -189,8 +194,8 @@ class Augmenter:
         self._state(device, num_samples)
 
     def _state(self, device: torch.device, length: int) -> _DeviceState:
-        state = self._states.get(device)
-        if state is not None and state.length == length:
+        state = self._states.get((device, length))
+        if state is not None:
             return state
         rirs = spectra = None
         n_fft = 0
@@ -213,7 +218,9 @@ class Augmenter:
             windows.append(flat.as_strided((flat.numel() - length + 1, length), (1, 1)))
             clip_first.append((torch.cumsum(sizes, 0) - sizes).to(device))
         state = _DeviceState(length, n_fft, rirs, spectra, windows, clip_first)
-        self._states[device] = state  # one crop length per device: training uses one
+        if len(self._states) >= MAX_STATES:  # a caller of ever-changing lengths: no growth
+            self._states.clear()
+        self._states[(device, length)] = state
         return state
 
     # -- sampling (CPU, from the caller's generator) ----------------------------------------

@@ -77,18 +77,51 @@ class LossConfig:
 
 
 @dataclass
+class SSPSConfig:
+    """Self-supervised positive sampling (:mod:`sslsv.methods.ssps`) for simclr, moco and
+    dino: positives drawn from the anchor's k-means cluster of a memory of recent
+    utterances. Off by default (the paper's rows)."""
+
+    enabled: bool = False
+    start: float = checked(0.5, minimum=0, maximum=1)  # share of training before sampling
+    queue_size: int = checked(50000, minimum=2)  # utterances remembered
+    clusters: int = checked(2500, minimum=1)  # k-means clusters of the memory
+    kmeans_iters: int = checked(10, minimum=1)
+    draws: int = checked(8, minimum=1)  # tries at a slot of another utterance
+
+
+@dataclass
 class MethodConfig:
     """A training method of the registry (``sslsv.methods``): ``simclr``, ``moco`` (two
-    views, no labels) or ``classifier`` (one view, AAM-softmax over the data dir's
-    ``utt2spk``: pseudo-speakers in the second stage, true speakers for a ceiling)."""
+    views, no labels), ``dino`` (multi-crop self-distillation, no labels) or ``classifier``
+    (one view, AAM-softmax over the data dir's ``utt2spk``: pseudo-speakers in the second
+    stage, true speakers for a ceiling)."""
 
     name: str = "simclr"
     # Hidden/out sizes of an optional MLP projector; empty means none (the paper's SimCLR).
     projector: list[int] = checked(factory=list, minimum=1)
+    # moco: the key encoder's EMA momentum; dino: the teacher's at the start (cosine to 1).
     momentum: float = checked(0.999, minimum=0, maximum=1)
     queue_size: int = checked(32768, minimum=1)
     # classifier: centres per class of the AAM-softmax (sub-centre ArcFace when > 1).
     subcenters: int = checked(1, minimum=1)
+    # dino: head (3-layer MLP with batch norm and GELU, L2-normalised bottleneck, weight-
+    # normalised last layer of head_out prototypes), crops (2 global of train.crop_seconds
+    # seen by teacher and student, local_crops of local_crop_seconds by the student only),
+    # temperatures (teacher: teacher_temperature_start, linearly to teacher_temperature
+    # over the first teacher_temperature_warmup of training), centering momentum.
+    head_hidden: int = checked(2048, minimum=1)
+    head_bottleneck: int = checked(256, minimum=1)
+    head_out: int = checked(65536, minimum=2)
+    local_crops: int = checked(4, minimum=0)
+    local_crop_seconds: float = checked(2.0, above=0)
+    student_temperature: float = checked(0.1, above=0)
+    teacher_temperature: float = checked(0.04, above=0)
+    teacher_temperature_start: float = checked(0.04, above=0)
+    teacher_temperature_warmup: float = checked(0.0, minimum=0, maximum=1)
+    center_momentum: float = checked(0.9, minimum=0, maximum=1)
+    freeze_last_layer_epochs: int = checked(1, minimum=0)  # no update of the prototypes
+    ssps: SSPSConfig = field(default_factory=SSPSConfig)
 
 
 #: MUSAN-style defaults per noise category name: (snr_db, num_sources).

@@ -1,15 +1,25 @@
 """Training method registry: ``name -> class``. A method turns a batch of crops (B, views,
 n_mels, T) into a loss: SimCLR and MoCo two views without labels, the classifier one view
-with a class label per utterance.
+with a class label per utterance, DINO several crops of two lengths (multi-crop).
 
-A method class says what it needs with two class attributes: ``views`` (crops per
-utterance, default 2) and ``needs_labels`` (default False; True: it is built with
-``num_classes`` and gets the labels of the data dir's ``utt2spk``)."""
+A method class says what it needs with class attributes: ``views`` (crops per utterance,
+default 2) or, for crops of several lengths, a ``crop_plan(cfg)`` classmethod returning
+``[(count, seconds), ...]`` (one group per length; then ``forward`` gets a list of
+(B, count, n_mels, T) tensors, one per group); ``needs_labels`` (default False; True: it is
+built with ``num_classes`` and gets the labels of the data dir's ``utt2spk``).
+
+``forward(feats, margin, labels=None, info=None)`` returns (loss, metrics); ``info`` is the
+step's :class:`StepInfo` (position in training, the batch's utterance indices). A method's
+``model`` attribute is the :class:`EmbeddingModel` that checkpoints keep as the model
+(``final.pt``), validation embeds and stage 5 extracts: the online encoder for SimCLR, MoCo
+and the classifier, the EMA teacher for DINO."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from sslsv.config.schema import Config
@@ -34,8 +44,31 @@ def method_class(cfg: Config) -> type[nn.Module]:
     return METHODS[cfg.method.name]
 
 
+@dataclass(frozen=True)
+class StepInfo:
+    """Where a training step is: ``progress`` (0-1, steps done / all steps) for schedules,
+    ``epoch`` and ``global_step``, ``indices`` (the local rows' training-set indices, on the
+    device; positive sampling keeps a memory per utterance), ``global_indices`` (the whole
+    global batch's, in rank order) and ``dataset_size``."""
+
+    progress: float = 0.0
+    epoch: int = 0
+    global_step: int = 0
+    indices: torch.Tensor | None = None
+    global_indices: torch.Tensor | None = None
+    dataset_size: int = 0
+
+
 def views_of(cls: type[nn.Module]) -> int:
     return getattr(cls, "views", 2)
+
+
+def crop_plan(cls: type[nn.Module], cfg: Config) -> list[tuple[int, float]]:
+    """``[(crops, seconds), ...]`` per utterance: one group per crop length."""
+    plan = getattr(cls, "crop_plan", None)
+    if plan is not None:
+        return plan(cfg)
+    return [(views_of(cls), cfg.train.crop_seconds)]
 
 
 def needs_labels(cls: type[nn.Module]) -> bool:
@@ -47,6 +80,16 @@ def build_method(cfg: Config, model: EmbeddingModel, num_classes: int = 0) -> nn
     if needs_labels(cls):
         return cls(cfg, model, num_classes)
     return cls(cfg, model)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """``target <- momentum * target + (1 - momentum) * online`` for every parameter, as one
+    multi-tensor kernel rather than two small kernels per parameter (buffers untouched)."""
+    target_params = list(target.parameters())
+    if target_params:
+        online_params = [p.detach() for p in online.parameters()]
+        torch._foreach_lerp_(target_params, online_params, 1 - momentum)
 
 
 def make_projector(in_dim: int, sizes: list[int]) -> nn.Module:
@@ -62,4 +105,4 @@ def make_projector(in_dim: int, sizes: list[int]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-from sslsv.methods import classifier, moco, simclr  # noqa: E402,F401
+from sslsv.methods import classifier, dino, moco, simclr  # noqa: E402,F401

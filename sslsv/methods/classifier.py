@@ -14,7 +14,7 @@ from torch import nn
 
 from sslsv.config.schema import Config
 from sslsv.losses import aam_softmax_with_accuracy
-from sslsv.methods import register_method
+from sslsv.methods import StepInfo, register_method
 from sslsv.models.embedding import EmbeddingModel
 
 
@@ -46,7 +46,11 @@ class Classifier(nn.Module):
         self.centres.copy_(centres)
 
     def forward(
-        self, feats: torch.Tensor, margin: float, labels: torch.Tensor | None = None
+        self,
+        feats: torch.Tensor,
+        margin: float,
+        labels: torch.Tensor | None = None,
+        info: StepInfo | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """``feats``: (B, 1, n_mels, T) log-mels, ``labels``: (B,) class indices."""
         if labels is None:

@@ -4,6 +4,10 @@ Queries of each view are scored against the key of the other view (positive, mar
 subtracted) and against that view's queue (negatives). Under DDP the key encoder sees a
 batch shuffled across processes (shuffled batch norm) and the queues take the keys of all
 processes, so every rank holds the same queue.
+
+With ``method.ssps.enabled`` (:mod:`sslsv.methods.ssps`) both views' positive keys of an
+anchor, once sampling has started, are the stored key of another utterance of its cluster,
+placed by the anchor's first-view key; the negative queues are unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from torch import nn
 from sslsv import distributed
 from sslsv.config.schema import Config
 from sslsv.losses import margin_logits_loss
-from sslsv.methods import make_projector, register_method
+from sslsv.methods import StepInfo, ema_update, make_projector, register_method
+from sslsv.methods.ssps import PositiveSampler
 from sslsv.models.embedding import EmbeddingModel
 
 
@@ -38,6 +43,9 @@ class MoCo(nn.Module):
         )
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.ssps = None
+        if cfg.method.ssps.enabled:
+            self.ssps = PositiveSampler(cfg.method.ssps, out_dim, out_dim, cfg.train.seed)
 
     @torch.no_grad()
     def _update_key_encoder(self) -> None:
@@ -45,12 +53,7 @@ class MoCo(nn.Module):
             (self.model, self.key_model),
             (self.projector, self.key_projector),
         ):
-            # key <- m key + (1 - m) online, as one multi-tensor kernel rather than two
-            # small kernels per parameter.
-            key_params = list(key.parameters())
-            if key_params:
-                online_params = [p.detach() for p in online.parameters()]
-                torch._foreach_lerp_(key_params, online_params, 1 - self.momentum)
+            ema_update(key, online, self.momentum)
             key_buffers = list(key.buffers())
             if key_buffers:
                 torch._foreach_copy_(key_buffers, list(online.buffers()))
@@ -80,7 +83,11 @@ class MoCo(nn.Module):
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
     def forward(
-        self, feats: torch.Tensor, margin: float, labels: torch.Tensor | None = None
+        self,
+        feats: torch.Tensor,
+        margin: float,
+        labels: torch.Tensor | None = None,
+        info: StepInfo | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """``feats``: (B, 2, n_mels, T) log-mels of two views -> (loss, metrics)."""
         batch = feats.shape[0]
@@ -92,6 +99,12 @@ class MoCo(nn.Module):
         start = distributed.rank() * batch
         all_keys = [self._keys(views[v]) for v in (0, 1)]
         keys = [k[start : start + batch] for k in all_keys]
+        if self.ssps is not None and info is not None and info.indices is not None:
+            own = keys
+            if self.ssps.active(info.progress):
+                pos, found = self.ssps.sample(info.indices, keys[0], info.epoch, info.global_step)
+                keys = [torch.where(found[:, None], pos.to(k.dtype), k) for k in keys]
+            self.ssps.enqueue(info.indices, own[0], own[1])
         # Query of view v: positive = key of the other view, negatives = that view's queue.
         pairs = [(0, 1), (1, 0)] if self.loss_cfg.symmetric else [(0, 1)]
         losses, accuracies = [], []

@@ -1,6 +1,7 @@
 """Training data: random fixed-length crops of each utterance (two for the contrastive
-methods), read by seeking (:func:`sslsv.audio.read_crop`: ``segments`` honoured, resampled to
-the training rate), with the utterance's class index for a classifier.
+methods, groups of two lengths for DINO's multi-crop, one with its class index for a
+classifier), read by seeking (:func:`sslsv.audio.read_crop`: ``segments`` honoured,
+resampled to the training rate).
 
 Every random choice is a pure function of (seed, epoch, utterance index), so crops do not
 depend on worker assignment and a resumed run reproduces an uninterrupted one exactly.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,20 +40,22 @@ SHOWN_BAD = 5
 
 
 class CropDataset(Dataset):
-    """Item ``(epoch, index)`` -> ((views, crop_samples) float32 crops, class index).
+    """Item ``(epoch, index)`` -> (crops, class index, index).
 
-    ``views`` random crops per utterance (2 for contrastive methods, 1 for a classifier).
-    With ``labels``, the class index is that of the utterance's speaker in ``utt2spk``
-    (speakers numbered in C order, :attr:`classes`); without, it is -1.
+    ``crops`` (``[(count, samples), ...]``) asks for ``count`` random crops of ``samples``
+    per group: ``[(2, L)]`` for the contrastive methods, ``[(1, L)]`` for a classifier,
+    ``[(2, 4 s), (4, 2 s)]`` for DINO's global and local crops. The item's crops are a list
+    of float32 (count, samples) tensors, one per group; every crop starts at its own random
+    offset. With ``labels``, the class index is that of the utterance's speaker in
+    ``utt2spk`` (speakers numbered in C order, :attr:`classes`); without, it is -1.
     """
 
     def __init__(
         self,
         data_dir: str | os.PathLike,
-        crop_samples: int,
+        crops: Sequence[tuple[int, int]],
         seed: int,
         sample_rate: int,
-        views: int = 2,
         labels: bool = False,
     ) -> None:
         data_dir = Path(data_dir)
@@ -63,10 +66,9 @@ class CropDataset(Dataset):
         if missing:
             raise DataError(f"{data_dir}/utt2dur: no duration for {missing[:5]}")
         self.num_samples = [int(float(durations[u]) * sample_rate) for u in self.utts]
-        self.crop_samples = crop_samples
+        self.crops = [(int(count), int(samples)) for count, samples in crops]
         self.sample_rate = sample_rate
         self.seed = seed
-        self.views = views
         self.classes: list[str] = []
         self.utt_labels: dict[str, int] = {}
         if labels:
@@ -92,22 +94,25 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[list[torch.Tensor], int, int]:
         epoch, index = item
         rng = np.random.default_rng((self.seed, epoch, index))
-        span = max(1, self.num_samples[index] - self.crop_samples)
         utt = self.utts[index]
-        crops = [
-            read_crop(
-                self.sources[utt],
-                int(rng.integers(span)),
-                self.crop_samples,
-                sample_rate=self.sample_rate,
-                utt=utt,
-            )
-            for _ in range(self.views)
-        ]
-        return torch.from_numpy(np.stack(crops)), self.utt_labels.get(utt, -1)
+        groups = []
+        for count, samples in self.crops:
+            span = max(1, self.num_samples[index] - samples)
+            crops = [
+                read_crop(
+                    self.sources[utt],
+                    int(rng.integers(span)),
+                    samples,
+                    sample_rate=self.sample_rate,
+                    utt=utt,
+                )
+                for _ in range(count)
+            ]
+            groups.append(torch.from_numpy(np.stack(crops)))
+        return groups, self.utt_labels.get(utt, -1), index
 
 
 class GlobalBatchSampler(Sampler):

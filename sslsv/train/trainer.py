@@ -35,7 +35,7 @@ from sslsv.config.schema import Config
 from sslsv.errors import ConfigError, DataError, UserError
 from sslsv.fileio import atomic_write
 from sslsv.losses import margin_at
-from sslsv.methods import build_method, method_class, needs_labels, views_of
+from sslsv.methods import StepInfo, build_method, crop_plan, method_class, needs_labels
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train import checkpoint, signals
 from sslsv.train.dataset import CropDataset, GlobalBatchSampler, check_training_audio
@@ -90,11 +90,10 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         rate = cfg.features.sample_rate  # every reader resamples to it
-        crop_samples = round(tc.crop_seconds * rate)
         method_cls = method_class(cfg)
-        self.dataset = CropDataset(
-            train_dir, crop_samples, tc.seed, rate, views_of(method_cls), needs_labels(method_cls)
-        )
+        # (crops, samples) per crop length: one group, or DINO's global and local crops.
+        self.crops = [(n, round(seconds * rate)) for n, seconds in crop_plan(method_cls, cfg)]
+        self.dataset = CropDataset(train_dir, self.crops, tc.seed, rate, needs_labels(method_cls))
         self.dataset.exclude(self._check_audio())
         if needs_labels(method_cls) and len(self.dataset.classes) < 2:
             raise DataError(
@@ -149,7 +148,10 @@ class Trainer:
             # Stopping is the main process's decision (it then ends the workers).
             worker_init_fn=signals.ignore_stop_signals if tc.num_workers > 0 else None,
         )
-        self.augmenter = build_augmenter(cfg.augment, rate, self.device, crop_samples)
+        self.augmenter = build_augmenter(cfg.augment, rate, self.device, self.crops[0][1])
+        if self.augmenter is not None:
+            for _, samples in self.crops[1:]:
+                self.augmenter.prepare(self.device, samples)
         self.spec_masking = masking_enabled(cfg.augment)
         # Rank 0 validates (the others wait at a barrier); built now, so that a bad
         # validation data dir or trial list fails before the first step.
@@ -168,7 +170,9 @@ class Trainer:
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if tc.compile:
-            self.method.model.encoder.compile()
+            for module in self.method.modules():
+                if isinstance(module, EmbeddingModel):  # DINO: student and teacher
+                    module.encoder.compile()
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -315,28 +319,35 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------
     def train_step(
-        self, waves: torch.Tensor, epoch: int, step: int, labels: torch.Tensor | None = None
+        self,
+        crops: torch.Tensor | list[torch.Tensor],
+        epoch: int,
+        step: int,
+        labels: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """One optimizer step on (B, views, L) waveforms with their (B,) class indices (-1
-        for methods without labels); returns (loss, accuracy, margin)."""
+        """One optimizer step on (B, views, L) waveform crops (or a list of them, one per
+        crop length: multi-crop), with their (B,) class indices (-1 for methods without
+        labels) and training-set indices; returns (loss, accuracy, margin)."""
         tc = self.cfg.train
-        waves = waves.to(self.device, non_blocking=True)
+        groups = [crops] if isinstance(crops, torch.Tensor) else list(crops)
+        groups = [g.to(self.device, non_blocking=True) for g in groups]
         if labels is not None:
             labels = labels.to(self.device, non_blocking=True)
-        batch, views, length = waves.shape
-        flat = waves.reshape(batch * views, length)
-        if self.augmenter is not None:
-            # Choices are drawn for the global batch and each process takes its rows, so the
-            # augmentation does not depend on how the batch is split over processes.
-            generator = torch.Generator().manual_seed(_step_seed(tc.seed, epoch, step))
-            rows = flat.shape[0]
-            params = self.augmenter.sample_params(rows * self.world, length, generator)
-            flat = self.augmenter.apply(flat, params.rows(self.rank * rows, (self.rank + 1) * rows))
+        if indices is not None:
+            indices = indices.to(self.device, non_blocking=True)
+        global_step = epoch * self.steps_per_epoch + step
         total_steps = tc.epochs * self.steps_per_epoch
         margin = margin_at(
-            (epoch * self.steps_per_epoch + step) / total_steps,
-            self.cfg.loss.margin,
-            self.cfg.loss.margin_warmup,
+            global_step / total_steps, self.cfg.loss.margin, self.cfg.loss.margin_warmup
+        )
+        info = StepInfo(global_step / total_steps, epoch, global_step, indices, len(self.dataset))
+        # Choices are drawn for the global batch and each process takes its rows, so the
+        # augmentation does not depend on how the batch is split over processes; one
+        # generator per step, drawn group after group.
+        augment_generator = torch.Generator().manual_seed(_step_seed(tc.seed, epoch, step))
+        mask_generator = torch.Generator().manual_seed(
+            (_step_seed(tc.seed, epoch, step) + 1) % (2**63 - 1)
         )
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -344,17 +355,9 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with autocast:
-            feats = self.method.model.fbank(flat)
-            if self.spec_masking:
-                # Drawn for the global batch, like the waveform augmentation's choices.
-                generator = torch.Generator().manual_seed(
-                    (_step_seed(tc.seed, epoch, step) + 1) % (2**63 - 1)
-                )
-                rows, n_mels, frames = feats.shape
-                masks = sample_masks(rows * self.world, n_mels, frames, self.cfg.augment, generator)
-                feats = apply_masks(feats, masks.rows(self.rank * rows, (self.rank + 1) * rows))
-            feats = feats.reshape(batch, views, *feats.shape[1:])
-            loss, metrics = self.method_step(feats, margin, labels)
+            feats = [self._features(g, augment_generator, mask_generator) for g in groups]
+            feats = feats[0] if isinstance(crops, torch.Tensor) or len(feats) == 1 else feats
+            loss, metrics = self.method_step(feats, margin, labels, info)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -362,6 +365,29 @@ class Trainer:
         # all-reduce for both.
         logged = distributed.all_reduce_mean(torch.stack([loss.detach(), metrics["accuracy"]]))
         return logged[0], logged[1], margin
+
+    def _features(
+        self,
+        waves: torch.Tensor,
+        augment_generator: torch.Generator,
+        mask_generator: torch.Generator,
+    ) -> torch.Tensor:
+        """(B, views, L) waveforms on the device -> augmented, masked (B, views, n_mels, T)."""
+        batch, views, length = waves.shape
+        flat = waves.reshape(batch * views, length)
+        if self.augmenter is not None:
+            rows = flat.shape[0]
+            params = self.augmenter.sample_params(rows * self.world, length, augment_generator)
+            flat = self.augmenter.apply(flat, params.rows(self.rank * rows, (self.rank + 1) * rows))
+        feats = self.method.model.fbank(flat)
+        if self.spec_masking:
+            # Drawn for the global batch, like the waveform augmentation's choices.
+            rows, n_mels, frames = feats.shape
+            masks = sample_masks(
+                rows * self.world, n_mels, frames, self.cfg.augment, mask_generator
+            )
+            feats = apply_masks(feats, masks.rows(self.rank * rows, (self.rank + 1) * rows))
+        return feats.reshape(batch, views, *feats.shape[1:])
 
     def fit(self) -> None:
         """Train to ``train.epochs``, then write ``final.pt``.
@@ -504,9 +530,9 @@ class Trainer:
             pending.clear()
 
         stop, path, announced = None, None, False
-        for waves, labels in self.loader:
+        for crops, labels, indices in self.loader:
             step = self.step
-            loss, accuracy, margin = self.train_step(waves, epoch, step, labels)
+            loss, accuracy, margin = self.train_step(crops, epoch, step, labels, indices)
             pending.append((step, loss, accuracy, margin))
             self.step += 1
             utts += tc.batch_size

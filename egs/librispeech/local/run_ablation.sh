@@ -4,7 +4,9 @@
 # the 24 epochs of before), then one table (mean and spread over seeds) and the
 # score-distribution plot.
 #
-#   local/run_ablation.sh [--rows "simclr_ntxent ..."] [--seeds "1 2 3"] [--out ../../docs]
+#   local/run_ablation.sh [--rows "simclr_ntxent ..."] [--seeds "1 2 3"] [--out ../../docs] \
+#     [--table-name ablation_librispeech] [--plot-name ablation_score_distributions] \
+#     [--epochs N]   # every row trained N epochs instead of conf/base.yaml's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./path.sh
@@ -12,19 +14,24 @@ cd "$(dirname "$0")/.."
 rows="simclr_ntxent simclr_ntxent_sym simclr_ntxent_am moco_ntxent moco_ntxent_am"
 seeds="1 2 3"
 out=../../docs
+table_name=ablation_librispeech
+plot_name=ablation_score_distributions
+epochs=""
 nj=2
 
 . utils/parse_options.sh
 
 start=$(date +%s)
 ./run.sh --stage 0 --stop-stage 1 --nj "$nj"
-for row in $rows; do
-  for seed in $seeds; do
+# Seed by seed, so that a run stopped part-way has every row at the same number of seeds.
+for seed in $seeds; do
+  for row in $rows; do
     # The first stage only (no second stage, no supervised ceiling): rows init, stats, ssl.
     ./run.sh --stage 2 --stop-stage 7 --nj "$nj" --config "conf/$row.yaml" --train-seed "$seed" \
-      --rounds 0 --supervised false
+      --train-epochs "$epochs" --rounds 0 --supervised false
   done
 done
 elapsed=$(( $(date +%s) - start ))
 python local/summarize_ablation.py --rows $rows --seeds $seeds --elapsed "$elapsed" \
-  --table "$out/ablation_librispeech.md" --plot "$out/ablation_score_distributions.png"
+  ${epochs:+--epochs "$epochs"} \
+  --table "$out/$table_name.md" --plot "$out/$plot_name.png"

@@ -17,8 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sslsv.data.datadir import read_trials  # noqa: E402
 
+from sslsv.datadir.io import read_trials  # noqa: E402
 from sslsv.fileio import atomic_write  # noqa: E402
 
 DESCRIPTION = {
@@ -28,6 +28,9 @@ DESCRIPTION = {
     "simclr_ntxent_am": ("SimCLR", "NT-Xent-AM (m=0.1)", "symmetric"),
     "moco_ntxent": ("MoCo", "NT-Xent", "symmetric"),
     "moco_ntxent_am": ("MoCo", "NT-Xent-AM (m=0.1)", "symmetric"),
+    "simclr_ntxent_am_ssps": ("SimCLR + SSPS", "NT-Xent-AM (m=0.1)", "symmetric"),
+    "dino": ("DINO", "cross-entropy to the teacher", "2 + 4 crops"),
+    "dino_ssps": ("DINO + SSPS", "cross-entropy to the teacher", "2 + 4 crops"),
 }
 
 
@@ -63,6 +66,7 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", required=True)
     p.add_argument("--seeds", nargs="+", required=True)
     p.add_argument("--elapsed", type=float, default=0.0, help="wall seconds of the whole run")
+    p.add_argument("--epochs", help="the runs' train.epochs override (exp/<row>_epochs<N>_seed<S>)")
     p.add_argument("--table", required=True)
     p.add_argument("--plot", required=True)
     args = p.parse_args()
@@ -76,7 +80,8 @@ def main() -> None:
     ]
     distributions = {}
     for row in args.rows:
-        runs = [Path(f"exp/{row}_seed{seed}") for seed in args.seeds]
+        budget = f"_epochs{args.epochs}" if args.epochs else ""
+        runs = [Path(f"exp/{row}{budget}_seed{seed}") for seed in args.seeds]
         metrics = [read_metrics(r / "scores_final" / "test_trials.metrics") for r in runs]
         pairs = [scores_by_label(r, trials) for r in runs]
         distributions[row] = pairs
@@ -96,7 +101,8 @@ def main() -> None:
         )
     header = (
         f"Seeds {', '.join(args.seeds)} per row (mean ± sample standard deviation); "
-        f"{len(trials)} trials ({n_target} target) over held-out speakers; "
+        + (f"{args.epochs} epochs per run; " if args.epochs else "")
+        + f"{len(trials)} trials ({n_target} target) over held-out speakers; "
         f"whole run {args.elapsed / 60:.0f} min on {platform.machine()} with "
         f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}.\n\n"
     )
