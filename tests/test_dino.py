@@ -92,6 +92,8 @@ def test_schedules_follow_their_formulas():
     for p in (0.1, 0.5, 0.8):
         want = 1 - (1 - 0.996) * (math.cos(math.pi * p) + 1) / 2
         assert teacher_momentum(p, 0.996) == pytest.approx(want)
+    assert teacher_momentum(0.0, 0.99, 0.99) == teacher_momentum(0.7, 0.99, 0.99) == 0.99
+    assert teacher_momentum(0.5, 0.9, 0.99) == pytest.approx(0.945)
     assert teacher_temperature(0.0, 0.04, 0.07, 0.2) == pytest.approx(0.04)
     assert teacher_temperature(0.1, 0.04, 0.07, 0.2) == pytest.approx(0.055)
     assert teacher_temperature(0.2, 0.04, 0.07, 0.2) == pytest.approx(0.07)
@@ -236,3 +238,55 @@ def test_a_short_dino_training_keeps_the_teacher_as_the_model(tmp_path, tone_dat
     weights = [k for k in teacher if k.endswith("weight")]
     assert all(torch.equal(final[k], teacher[k]) for k in weights)
     assert not all(torch.equal(final[k], student[k]) for k in weights)
+
+
+DINO_SSPS_TINY = """
+experiment: tiny_dino
+encoder:
+  name: resnet
+  args: {channels: [4, 8], blocks: [1, 1], embed_dim: 16}
+method: {name: dino, head_hidden: 16, head_bottleneck: 8, head_out: 12, local_crops: 2,
+         local_crop_seconds: 0.3, momentum: 0.9,
+         ssps: {enabled: true, start: 0.0, queue_size: 64, clusters: 2}}
+loss: {margin: 0.0}
+augment: {enabled: false}
+train: {epochs: 3, batch_size: 4, num_workers: 0, crop_seconds: 0.5, deterministic: true}
+"""
+
+
+def test_dino_with_positive_sampling_resumes_exactly(tmp_path, tone_data_dir, monkeypatch):
+    """Stopped by SIGUSR1 in epoch 2 (its memory filled, its clusters made at the epoch's
+    start) and rerun: the same teacher as an uninterrupted run, memory included."""
+    import os
+    import signal
+
+    from sslsv.bin import train as train_cli
+
+    config = tmp_path / "dino.yaml"
+    config.write_text(DINO_SSPS_TINY)
+
+    def args(exp):
+        return ["--config", str(config), "--data", str(tone_data_dir), "--exp-dir", str(exp)]
+
+    assert train_cli.main(args(tmp_path / "straight")) == 0
+    real_step = Trainer.train_step
+
+    def step_then_signal(self, crops, epoch, step, *rest):
+        out = real_step(self, crops, epoch, step, *rest)
+        if (epoch, step) == (1, 1):
+            assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    assert train_cli.main(args(tmp_path / "exp")) == 75
+    state = load_safe(next((tmp_path / "exp" / "checkpoints").glob("step-*.pt")))
+    assert int(state["method"]["ssps.clustered_epoch"]) == 1
+    # Epoch 1 and two steps of epoch 2 in memory: 16 + 2 x 4 entries.
+    assert int((state["method"]["ssps.index"] >= 0).sum()) == 24
+    monkeypatch.undo()
+    assert train_cli.main(args(tmp_path / "exp")) == 0
+    want = load_safe(tmp_path / "straight" / "final.pt")["model"]
+    got = load_safe(tmp_path / "exp" / "final.pt")["model"]
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)

@@ -100,8 +100,10 @@ class MethodConfig:
     name: str = "simclr"
     # Hidden/out sizes of an optional MLP projector; empty means none (the paper's SimCLR).
     projector: list[int] = checked(factory=list, minimum=1)
-    # moco: the key encoder's EMA momentum; dino: the teacher's at the start (cosine to 1).
+    # moco: the key encoder's EMA momentum; dino: the teacher's at the start, then a cosine
+    # to momentum_end (1 in the references; lower for runs of a few hundred steps).
     momentum: float = checked(0.999, minimum=0, maximum=1)
+    momentum_end: float = checked(1.0, minimum=0, maximum=1)
     queue_size: int = checked(32768, minimum=1)
     # classifier: centres per class of the AAM-softmax (sub-centre ArcFace when > 1).
     subcenters: int = checked(1, minimum=1)

@@ -47,16 +47,13 @@ def method_class(cfg: Config) -> type[nn.Module]:
 @dataclass(frozen=True)
 class StepInfo:
     """Where a training step is: ``progress`` (0-1, steps done / all steps) for schedules,
-    ``epoch`` and ``global_step``, ``indices`` (the local rows' training-set indices, on the
-    device; positive sampling keeps a memory per utterance), ``global_indices`` (the whole
-    global batch's, in rank order) and ``dataset_size``."""
+    ``epoch`` and ``global_step``, and ``indices``, the local rows' training-set indices
+    on the device (positive sampling keeps a memory per utterance)."""
 
     progress: float = 0.0
     epoch: int = 0
     global_step: int = 0
     indices: torch.Tensor | None = None
-    global_indices: torch.Tensor | None = None
-    dataset_size: int = 0
 
 
 def views_of(cls: type[nn.Module]) -> int:

@@ -2,7 +2,8 @@
 WeSpeaker's ``examples/voxceleb/v3/dino`` apply it to speakers.
 
 A student (encoder + head) and a teacher, an exponential moving average of the student
-whose momentum follows a cosine from ``method.momentum`` (0.996) to 1 over training. Each
+whose momentum follows a cosine from ``method.momentum`` (0.996) to ``method.momentum_end``
+(1) over training. Each
 utterance gives 2 global crops (``train.crop_seconds``) and ``method.local_crops`` local
 crops (``method.local_crop_seconds``), each an independent random segment; the teacher sees
 the global crops, the student all of them, and the loss is the cross-entropy between the
@@ -52,9 +53,9 @@ from sslsv.methods.ssps import PositiveSampler
 from sslsv.models.embedding import EmbeddingModel
 
 
-def teacher_momentum(progress: float, start: float) -> float:
-    """The EMA momentum after ``progress`` (0-1) of training: cosine from ``start`` to 1."""
-    return 1.0 - (1.0 - start) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1) / 2
+def teacher_momentum(progress: float, start: float, end: float = 1.0) -> float:
+    """The EMA momentum after ``progress`` (0-1) of training: cosine from ``start`` to ``end``."""
+    return end - (end - start) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1) / 2
 
 
 def teacher_temperature(progress: float, start: float, end: float, warmup: float) -> float:
@@ -150,7 +151,7 @@ class DINO(nn.Module):
         batch, crops_t = global_crops.shape[:2]
         mc = self.cfg
         self._frozen = info.epoch < mc.freeze_last_layer_epochs
-        self._update_teacher(teacher_momentum(info.progress, mc.momentum))
+        self._update_teacher(teacher_momentum(info.progress, mc.momentum, mc.momentum_end))
         with torch.no_grad():
             embeddings = self.model.forward_features(global_crops.transpose(0, 1).flatten(0, 1))
             if self.ssps is not None and info.indices is not None:

@@ -341,7 +341,7 @@ class Trainer:
         margin = margin_at(
             global_step / total_steps, self.cfg.loss.margin, self.cfg.loss.margin_warmup
         )
-        info = StepInfo(global_step / total_steps, epoch, global_step, indices, len(self.dataset))
+        info = StepInfo(global_step / total_steps, epoch, global_step, indices)
         # Choices are drawn for the global batch and each process takes its rows, so the
         # augmentation does not depend on how the batch is split over processes; one
         # generator per step, drawn group after group.
