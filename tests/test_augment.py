@@ -218,13 +218,25 @@ def test_rir_spectra_cache_and_prepare_change_nothing(sets, monkeypatch):
     wave = torch.randn(9, 2500, generator=torch.Generator().manual_seed(0))
     cached = make_augmenter(sets, rir_prob=0.8)
     cached.prepare("cpu", 2500)
-    assert cached._states[torch.device("cpu")].rir_spectra is not None
+    assert cached._states[(torch.device("cpu"), 2500)].rir_spectra is not None
     expected = cached(wave, torch.Generator().manual_seed(1))
     monkeypatch.setattr("sslsv.augment.augmenter.RIR_SPECTRA_MAX_BYTES", 0)
     uncached = make_augmenter(sets, rir_prob=0.8)
     out = uncached(wave, torch.Generator().manual_seed(1))
-    assert uncached._states[torch.device("cpu")].rir_spectra is None
+    assert uncached._states[(torch.device("cpu"), 2500)].rir_spectra is None
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_two_crop_lengths_keep_their_own_layouts(sets):
+    """Multi-crop alternates two lengths: each keeps its layout, and a length augments the
+    same whatever was augmented in between."""
+    aug = make_augmenter(sets, rir_prob=0.8, noise_prob=0.9)
+    short = torch.randn(5, 1200, generator=torch.Generator().manual_seed(0))
+    long = torch.randn(5, 2500, generator=torch.Generator().manual_seed(1))
+    first = aug(short, torch.Generator().manual_seed(2))
+    aug(long, torch.Generator().manual_seed(3))
+    assert {length for _, length in aug._states} == {1200, 2500}
+    torch.testing.assert_close(aug(short, torch.Generator().manual_seed(2)), first)
 
 
 @pytest.mark.parametrize("batch", [0, 1, 3, 17])

@@ -250,7 +250,7 @@ method: {name: dino, head_hidden: 16, head_bottleneck: 8, head_out: 12, local_cr
          ssps: {enabled: true, start: 0.0, queue_size: 64, clusters: 2}}
 loss: {margin: 0.0}
 augment: {enabled: false}
-train: {epochs: 3, batch_size: 4, num_workers: 0, crop_seconds: 0.5, deterministic: true}
+train: {epochs: 2, batch_size: 4, num_workers: 0, crop_seconds: 0.5, deterministic: true}
 """
 
 

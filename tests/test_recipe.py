@@ -210,7 +210,10 @@ def test_unknown_option_and_bad_stage(recipe):
     [
         ("train: {epohcs: 3}", "train.epohcs"),
         ("scoring: {backend: pdla}", "'scoring.backend' is 'pdla'; allowed: cosine, plda"),
-        ("method: {name: byol}", "'method.name' is 'byol'; allowed: classifier, moco, simclr"),
+        (
+            "method: {name: byol}",
+            "'method.name' is 'byol'; allowed: classifier, dino, moco, simclr",
+        ),
     ],
 )
 def test_bad_config_fails_before_any_stage(tmp_path, section, named):
