@@ -5,9 +5,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from torch import nn
 
 from sslsv.datadir.io import write_spk2utt
 from sslsv.fileio import write_table
+from sslsv.models import ENCODERS, register_encoder
+
+#: A batch-independent test encoder (no batch norm), so any split of a batch is exact.
+MEAN_LINEAR = "test_mean_linear"
+
+if MEAN_LINEAR not in ENCODERS:
+
+    @register_encoder(MEAN_LINEAR)
+    class MeanLinear(nn.Module):
+        def __init__(self, n_mels: int = 40, embed_dim: int = 16) -> None:
+            super().__init__()
+            self.embed_dim = embed_dim
+            self.proj = nn.Linear(n_mels, embed_dim)
+
+        def forward(self, feats):
+            return self.proj(torch.tanh(feats).mean(dim=-1))
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

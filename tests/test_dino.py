@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch import nn
+from conftest import MEAN_LINEAR
 
 from sslsv.config.load import load_config
 from sslsv.errors import ConfigError
@@ -19,24 +19,10 @@ from sslsv.fileio import write_table
 from sslsv.losses import dino_loss
 from sslsv.methods import StepInfo, build_method, crop_plan, method_class
 from sslsv.methods.dino import teacher_momentum, teacher_temperature
-from sslsv.models import ENCODERS, register_encoder
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import load_safe
 from sslsv.train.dataset import CropDataset
 from sslsv.train.trainer import Trainer
-
-if "test_dino_linear" not in ENCODERS:
-
-    @register_encoder("test_dino_linear")
-    class MeanLinear(nn.Module):
-        def __init__(self, n_mels: int = 40, embed_dim: int = 8) -> None:
-            super().__init__()
-            self.embed_dim = embed_dim
-            self.proj = nn.Linear(n_mels, embed_dim)
-
-        def forward(self, feats):
-            return self.proj(torch.tanh(feats).mean(dim=-1))
-
 
 DINO_SMALL = [
     "method.name=dino",
@@ -49,7 +35,9 @@ DINO_SMALL = [
 
 
 def make_dino(*extra: str):
-    cfg = load_config(None, ["encoder.name=test_dino_linear", *DINO_SMALL, *extra])
+    cfg = load_config(
+        None, [f"encoder.name={MEAN_LINEAR}", "encoder.args={embed_dim: 8}", *DINO_SMALL, *extra]
+    )
     torch.manual_seed(0)
     return cfg, build_method(cfg, EmbeddingModel(cfg))
 

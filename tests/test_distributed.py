@@ -11,32 +11,17 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import MEAN_LINEAR
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sslsv import distributed
 from sslsv.config.load import load_config
 from sslsv.methods import StepInfo, build_method
-from sslsv.models import ENCODERS, register_encoder
 from sslsv.models.embedding import EmbeddingModel
 
 N, T = 8, 30
 CLASSES = 5
-
-if "test_mean_linear" not in ENCODERS:
-
-    @register_encoder("test_mean_linear")
-    class MeanLinear(nn.Module):
-        """Batch-independent encoder (no batch norm), so any split of the batch is exact."""
-
-        def __init__(self, n_mels: int = 40, embed_dim: int = 16) -> None:
-            super().__init__()
-            self.embed_dim = embed_dim
-            self.proj = nn.Linear(n_mels, embed_dim)
-
-        def forward(self, feats):
-            return self.proj(torch.tanh(feats).mean(dim=-1))
-
 
 DINO = [
     "method.name=dino",
@@ -63,7 +48,7 @@ def make_method(name):
     cfg = load_config(
         None,
         [
-            "encoder.name=test_mean_linear",
+            f"encoder.name={MEAN_LINEAR}",
             f"method.name={name}",
             "method.queue_size=20",
             "method.momentum=0.9",
@@ -71,7 +56,7 @@ def make_method(name):
             "loss.scale=10",
         ]
         if name not in options
-        else ["encoder.name=test_mean_linear", "loss.scale=10", *options[name]],
+        else [f"encoder.name={MEAN_LINEAR}", "loss.scale=10", *options[name]],
     )
     torch.manual_seed(0)
     method = build_method(cfg, EmbeddingModel(cfg), CLASSES)
