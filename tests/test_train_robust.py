@@ -485,3 +485,45 @@ def test_second_run_on_the_same_experiment_refuses_at_once(tmp_path, tiny, capsy
     assert proc.returncode == 0, err[-3000:]
     assert_same_weights(want, load_safe(exp / "final.pt")["model"])
     assert not lock.exists()
+
+
+def _saved(tmp_path: Path, cfg: dict) -> Path:
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_config_saved_before_a_key_existed_continues_at_that_keys_default(tmp_path):
+    """An experiment made by an older sslsv has no line for keys added since (DINO's
+    method.momentum_end, the method.ssps section): they are compared at their defaults, so
+    it continues; a value other than the default, or a change of a saved key, is refused."""
+    from sslsv.config.load import config_to_dict
+    from sslsv.config.schema import Config
+    from sslsv.errors import ConfigError
+
+    older = config_to_dict(Config())
+    del older["method"]["momentum_end"], older["method"]["ssps"]
+    saved = _saved(tmp_path, older)
+    now = config_to_dict(Config())
+    train_cli.check_unchanged(now, saved)  # the same experiment
+
+    now["train"]["epochs"] += 10  # more epochs: a continuation
+    train_cli.check_unchanged(now, saved)
+
+    now["method"]["momentum_end"] = 0.99
+    with pytest.raises(
+        ConfigError, match=r"method.momentum_end: \(absent: its default 1.0\) -> 0.99"
+    ):
+        train_cli.check_unchanged(now, saved)
+
+    now = config_to_dict(Config())
+    now["method"]["ssps"]["enabled"] = True
+    with pytest.raises(ConfigError, match=r"method.ssps.enabled: \(absent: its default False\)"):
+        train_cli.check_unchanged(now, saved)
+
+    now = config_to_dict(Config())
+    now["method"]["momentum"] = 0.99
+    with pytest.raises(ConfigError, match=r"method.momentum: 0.999 -> 0.99\n"):
+        train_cli.check_unchanged(now, saved)

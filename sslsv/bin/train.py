@@ -52,15 +52,24 @@ from sslsv.train import signals
 log = logging.getLogger("train")
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _differences(old: dict, new: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """The keys whose value differs, as ``key: old -> new``. A key the old config lacks (it
+    was written by a version of sslsv before the key existed) counts as its default: a new
+    key's default is what the code did before it had one."""
     keys = sorted(set(old) | set(new))
     out = []
     for k in keys:
-        a, b = old.get(k), new.get(k)
+        default = defaults.get(k) if isinstance(defaults, dict) else None
+        a = old[k] if k in old else default
+        b = new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
+            inner = old[k] if k in old else {}  # an absent section: each of its keys absent
+            out += _differences(
+                inner, b, default if isinstance(default, dict) else {}, f"{prefix}{k}."
+            )
         elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+            shown = repr(a) if k in old else f"(absent: its default {a!r})"
+            out.append(f"{prefix}{k}: {shown} -> {b!r}")
     return out
 
 
@@ -95,7 +104,8 @@ def check_unchanged(cfg_dict: dict, resolved: Path) -> None:
     # Epoch count may grow to continue training, and the settings of the later stages
     # (extraction, scoring) may change; anything else changes the experiment.
     free = ("train.epochs:", "extract.", "scoring.", "pseudo_label.")
-    diffs = [d for d in _differences(old, cfg_dict) if not d.startswith(free)]
+    defaults = config_to_dict(Config())
+    diffs = [d for d in _differences(old, cfg_dict, defaults) if not d.startswith(free)]
     if diffs:
         raise ConfigError(
             f"{resolved} was made with a different config:\n  "
