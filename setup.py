@@ -37,5 +37,5 @@ setup(
         "onnxscript>=0.5",
         "onnxruntime>=1.20",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.6"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.6"]},
 )
