@@ -1,6 +1,8 @@
 """Table (mean and spread over seeds) and score-distribution plot of the LibriSpeech ablation.
 
-Reads exp/<row>_seed<N>/scores_final/test_trials.{scores,metrics} written by run.sh.
+Reads exp/<row>_seed<N>/scores_final/test_trials.{scores,metrics} written by run.sh (and
+test_trials_cross_chapter.metrics, where run.sh made those trials); the untrained row is the
+first row's runs' scores_init.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def read_metrics(path: Path) -> dict[str, float]:
     }
 
 
+def eer_cell(runs: list[Path], model: str, trials: str) -> str:
+    paths = [r / f"scores_{model}" / f"{trials}.metrics" for r in runs]
+    if not all(p.exists() for p in paths):
+        return "-"
+    return mean_sd([read_metrics(p)["eer"] for p in paths], 2)
+
+
 def scores_by_label(exp: Path, trials: dict) -> tuple[np.ndarray, np.ndarray]:
     target, nontarget = [], []
     for line in (exp / "scores_final" / "test_trials.scores").read_text().splitlines():
@@ -69,18 +78,38 @@ def main() -> None:
     p.add_argument("--epochs", help="the runs' train.epochs override (exp/<row>_epochs<N>_seed<S>)")
     p.add_argument("--table", required=True)
     p.add_argument("--plot", required=True)
+    p.add_argument("--note", default="", help="a sentence added to the table's header")
     args = p.parse_args()
 
     trials = {(e, t): y for e, t, y in read_trials("data/test/trials")}
     n_target = sum(trials.values())
     lines = [
-        "| method | loss | form | EER % | minDCF p=0.01 | minDCF p=0.05 | mean cos same-spk "
-        "(sd) | mean cos diff-spk (sd) | train time / run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | loss | form | EER % | EER % cross-chapter | minDCF p=0.01 | minDCF p=0.05 | "
+        "mean cos same-spk (sd) | mean cos diff-spk (sd) | train time / run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    budget = f"_epochs{args.epochs}" if args.epochs else ""
+    first = [Path(f"exp/{args.rows[0]}{budget}_seed{seed}") for seed in args.seeds]
+    untrained = [read_metrics(r / "scores_init" / "test_trials.metrics") for r in first]
+    lines.append(
+        f"| untrained encoder (init.pt of the {args.rows[0]} runs) | | | "
+        f"{mean_sd([m['eer'] for m in untrained], 2)} | "
+        f"{eer_cell(first, 'init', 'test_trials_cross_chapter')} | "
+        f"{mean_sd([m['mindcf01'] for m in untrained], 3)} | "
+        f"{mean_sd([m['mindcf05'] for m in untrained], 3)} | | | |"
+    )
+    stats = Path("exp/stats")  # no seed: a fitted statistics baseline, the row to beat
+    if (stats / "scores_final" / "test_trials.metrics").exists():
+        m = read_metrics(stats / "scores_final" / "test_trials.metrics")
+        cross = stats / "scores_final" / "test_trials_cross_chapter.metrics"
+        cross_eer = f"{read_metrics(cross)['eer']:.2f}" if cross.exists() else "-"
+        lines.append(
+            f"| statistics baseline (exp/stats) | | | {m['eer']:.2f} | {cross_eer} | "
+            f"{m['mindcf01']:.3f} | "
+            f"{m['mindcf05']:.3f} | | | |"
+        )
     distributions = {}
     for row in args.rows:
-        budget = f"_epochs{args.epochs}" if args.epochs else ""
         runs = [Path(f"exp/{row}{budget}_seed{seed}") for seed in args.seeds]
         metrics = [read_metrics(r / "scores_final" / "test_trials.metrics") for r in runs]
         pairs = [scores_by_label(r, trials) for r in runs]
@@ -93,6 +122,7 @@ def main() -> None:
         method, loss, form = DESCRIPTION.get(row, (row, "", ""))
         lines.append(
             f"| {method} | {loss} | {form} | {mean_sd([m['eer'] for m in metrics], 2)} | "
+            f"{eer_cell(runs, 'final', 'test_trials_cross_chapter')} | "
             f"{mean_sd([m['mindcf01'] for m in metrics], 3)} | "
             f"{mean_sd([m['mindcf05'] for m in metrics], 3)} | "
             f"{distribution_summary([t for t, _ in pairs])} | "
@@ -103,8 +133,10 @@ def main() -> None:
         f"Seeds {', '.join(args.seeds)} per row (mean ± sample standard deviation); "
         + (f"{args.epochs} epochs per run; " if args.epochs else "")
         + f"{len(trials)} trials ({n_target} target) over held-out speakers; "
-        f"whole run {args.elapsed / 60:.0f} min on {platform.machine()} with "
-        f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}.\n\n"
+        + (f"whole run {args.elapsed / 60:.0f} min; " if args.elapsed else "")
+        + f"{platform.machine()} with {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}."
+        + (f" {args.note}" if args.note else "")
+        + "\n\n"
     )
     with atomic_write(args.table) as f:
         f.write(header + "\n".join(lines) + "\n")
