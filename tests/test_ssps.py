@@ -142,3 +142,28 @@ def test_simclr_uses_the_sampled_positive_once_sampling_has_started():
     want = nt_xent_am_with_accuracy(z[:6], torch.where(found[:, None], pos, z[6:]), 30.0, 0.1)
     assert float(loss.detach()) == pytest.approx(float(want[0]), rel=1e-5)
     assert not torch.allclose(pos[found], z[6:][found])  # not the own second views
+
+
+def test_the_recipe_diagnostic_counts_same_speaker_positives_by_hand():
+    """egs/librispeech/local/ssps_positive_purity.py on a memory of 6 slots (utterance 0
+    remembered twice), against shares counted by hand."""
+    import importlib.util
+
+    import numpy as np
+    from conftest import REPO
+
+    path = REPO / "egs" / "librispeech" / "local" / "ssps_positive_purity.py"
+    spec = importlib.util.spec_from_file_location("ssps_positive_purity", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    index = np.array([0, 1, 2, 0, 3, -1])
+    assign = np.array([0, 0, 0, 1, 1, -1])
+    speaker = np.array(["a", "a", "b", "a", "c", ""])
+    in_cluster, anywhere, possible = script.same_speaker_shares(index, assign, speaker)
+    # Slot 0 (utt 0, a): cluster-0 others are utts 1 (a), 2 (b): 1/2; all others 1, 2, 3: 1/3.
+    # Slot 1 (utt 1, a): others 0, 2 in its cluster: 1/2; anywhere 0, 2, 0, 3: 2/4.
+    # Slot 2 (b): 0/2 and 0/4. Slot 3 (utt 0, a): utt 3 (c) in cluster 1: 0/1; anywhere 1/3.
+    # Slot 4 (c): utt 0 (a) in cluster 1: 0/1; anywhere 0/4. Slot 5 is empty.
+    np.testing.assert_allclose(in_cluster, [1 / 2, 1 / 2, 0, 0, 0])
+    np.testing.assert_allclose(anywhere, [1 / 3, 2 / 4, 0, 1 / 3, 0])
+    assert possible.tolist() == [True, True, False, True, False]
