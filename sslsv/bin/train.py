@@ -59,14 +59,13 @@ def _differences(old: dict, new: dict, defaults: dict, prefix: str = "") -> list
     keys = sorted(set(old) | set(new))
     out = []
     for k in keys:
-        default = defaults.get(k) if isinstance(defaults, dict) else None
-        a = old[k] if k in old else default
+        default = defaults.get(k)
+        a = old.get(k, default)
         b = new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            inner = old[k] if k in old else {}  # an absent section: each of its keys absent
-            out += _differences(
-                inner, b, default if isinstance(default, dict) else {}, f"{prefix}{k}."
-            )
+            # An absent section: each of its keys absent, so each compared at its default.
+            sub_defaults = default if isinstance(default, dict) else {}
+            out += _differences(old.get(k, {}), b, sub_defaults, f"{prefix}{k}.")
         elif a != b:
             shown = repr(a) if k in old else f"(absent: its default {a!r})"
             out.append(f"{prefix}{k}: {shown} -> {b!r}")
