@@ -1,13 +1,14 @@
 """How often an SSPS positive is of the anchor's speaker: a diagnostic, from the true
 speakers the training never sees.
 
-For each experiment, reads the SSPS memory of its newest checkpoint (utterance indices and
-their k-means clusters at the last refresh) and DATA/utt2spk, and prints, over the memory's
-slots: the share of the other-utterance slots of the anchor's cluster that are of the
-anchor's speaker (what a positive drawn from the cluster is, on average, as sslsv.methods.ssps
-draws them; the anchor's cluster is taken as its slot's), beside the same share over the whole
-memory (a positive drawn at random); both also over the anchors whose speaker has another
-utterance in the memory (for the others, no positive can be right).
+For each experiment, reads the SSPS memory of its newest epoch checkpoint (epoch-*.pt:
+utterance indices and their k-means clusters at the last refresh) and DATA/utt2spk, and
+prints, over the memory's slots: the share of the other-utterance slots of the anchor's
+cluster that are of the anchor's speaker (what a positive drawn from the cluster is, on
+average, as sslsv.methods.ssps draws them; the anchor's cluster is taken as its slot's),
+beside the same share over the whole memory (a positive drawn at random); both also over the
+anchors whose speaker has another utterance in the memory (for the others, no positive can
+be right).
 
   python local/ssps_positive_purity.py --data data/train exp/<row>_epochs30_seed1 ...
 """

@@ -45,11 +45,24 @@ def read_metrics(path: Path) -> dict[str, float]:
     }
 
 
-def eer_cell(runs: list[Path], model: str, trials: str) -> str:
-    paths = [r / f"scores_{model}" / f"{trials}.metrics" for r in runs]
-    if not all(p.exists() for p in paths):
-        return "-"
-    return mean_sd([read_metrics(p)["eer"] for p in paths], 2)
+def metric_cells(runs: list[Path], model: str, spread: bool = True) -> str:
+    """The EER, cross-chapter EER and minDCF cells of runs' scores_<model>: mean ± spread
+    over the runs, or (spread false: one run) the value alone; "-" where a run has no
+    cross-chapter trials."""
+
+    def cell(values: list[float], digits: int) -> str:
+        return mean_sd(values, digits) if spread else f"{values[0]:.{digits}f}"
+
+    metrics = [read_metrics(r / f"scores_{model}" / "test_trials.metrics") for r in runs]
+    cross = [r / f"scores_{model}" / "test_trials_cross_chapter.metrics" for r in runs]
+    cross_eer = (
+        cell([read_metrics(c)["eer"] for c in cross], 2) if all(c.exists() for c in cross) else "-"
+    )
+    return (
+        f"{cell([m['eer'] for m in metrics], 2)} | {cross_eer} | "
+        f"{cell([m['mindcf01'] for m in metrics], 3)} | "
+        f"{cell([m['mindcf05'] for m in metrics], 3)}"
+    )
 
 
 def scores_by_label(exp: Path, trials: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -90,28 +103,19 @@ def main() -> None:
     ]
     budget = f"_epochs{args.epochs}" if args.epochs else ""
     first = [Path(f"exp/{args.rows[0]}{budget}_seed{seed}") for seed in args.seeds]
-    untrained = [read_metrics(r / "scores_init" / "test_trials.metrics") for r in first]
     lines.append(
         f"| untrained encoder (init.pt of the {args.rows[0]} runs) | | | "
-        f"{mean_sd([m['eer'] for m in untrained], 2)} | "
-        f"{eer_cell(first, 'init', 'test_trials_cross_chapter')} | "
-        f"{mean_sd([m['mindcf01'] for m in untrained], 3)} | "
-        f"{mean_sd([m['mindcf05'] for m in untrained], 3)} | | | |"
+        f"{metric_cells(first, 'init')} | | | |"
     )
     stats = Path("exp/stats")  # no seed: a fitted statistics baseline, the row to beat
     if (stats / "scores_final" / "test_trials.metrics").exists():
-        m = read_metrics(stats / "scores_final" / "test_trials.metrics")
-        cross = stats / "scores_final" / "test_trials_cross_chapter.metrics"
-        cross_eer = f"{read_metrics(cross)['eer']:.2f}" if cross.exists() else "-"
         lines.append(
-            f"| statistics baseline (exp/stats) | | | {m['eer']:.2f} | {cross_eer} | "
-            f"{m['mindcf01']:.3f} | "
-            f"{m['mindcf05']:.3f} | | | |"
+            f"| statistics baseline (exp/stats) | | | "
+            f"{metric_cells([stats], 'final', spread=False)} | | | |"
         )
     distributions = {}
     for row in args.rows:
         runs = [Path(f"exp/{row}{budget}_seed{seed}") for seed in args.seeds]
-        metrics = [read_metrics(r / "scores_final" / "test_trials.metrics") for r in runs]
         pairs = [scores_by_label(r, trials) for r in runs]
         distributions[row] = pairs
         train_seconds = []
@@ -121,10 +125,7 @@ def main() -> None:
                 train_seconds.append(float(m.group(1)) if m else 0.0)
         method, loss, form = DESCRIPTION.get(row, (row, "", ""))
         lines.append(
-            f"| {method} | {loss} | {form} | {mean_sd([m['eer'] for m in metrics], 2)} | "
-            f"{eer_cell(runs, 'final', 'test_trials_cross_chapter')} | "
-            f"{mean_sd([m['mindcf01'] for m in metrics], 3)} | "
-            f"{mean_sd([m['mindcf05'] for m in metrics], 3)} | "
+            f"| {method} | {loss} | {form} | {metric_cells(runs, 'final')} | "
             f"{distribution_summary([t for t, _ in pairs])} | "
             f"{distribution_summary([n for _, n in pairs])} | "
             f"{sum(train_seconds) / len(runs) / 60:.1f} min |"
