@@ -1,19 +1,18 @@
 """DINO: self-distillation with no labels (Caron et al., 2021), as the authors' toolkit and
 WeSpeaker's ``examples/voxceleb/v3/dino`` apply it to speakers.
 
-A student (encoder + head) and a teacher, an exponential moving average of the student
-whose momentum follows a cosine from ``method.momentum`` (0.996) to ``method.momentum_end``
-(1) over training. Each
-utterance gives 2 global crops (``train.crop_seconds``) and ``method.local_crops`` local
-crops (``method.local_crop_seconds``), each an independent random segment; the teacher sees
-the global crops, the student all of them, and the loss is the cross-entropy between the
-teacher's centred, sharpened distribution over ``head_out`` prototypes and the student's,
-over every pair of different crops (:func:`sslsv.losses.dino_loss`). The centre is a
-moving average (``center_momentum``) of the teacher's outputs over the global batch; the
-teacher temperature warms up linearly from ``teacher_temperature_start`` to
-``teacher_temperature`` over the first ``teacher_temperature_warmup`` of training; the
-prototypes (the head's last layer) are not updated during the first
-``freeze_last_layer_epochs`` epochs.
+A student (encoder + head) and a teacher, an exponential moving average of the student whose
+momentum follows a cosine from ``method.momentum`` (0.996) to ``method.momentum_end`` (1)
+over training. Each utterance gives 2 global crops (``train.crop_seconds``) and
+``method.local_crops`` local crops (``method.local_crop_seconds``), each an independent
+random segment; the teacher sees the global crops, the student all of them, and the loss is
+the cross-entropy between the teacher's centred, sharpened distribution over ``head_out``
+prototypes and the student's, over every pair of different crops
+(:func:`sslsv.losses.dino_loss`). The centre is a moving average (``center_momentum``) of
+the teacher's outputs over the global batch; the teacher temperature warms up linearly from
+``teacher_temperature_start`` to ``teacher_temperature`` over the first
+``teacher_temperature_warmup`` of training; the prototypes (the head's last layer) are not
+updated during the first ``freeze_last_layer_epochs`` epochs.
 
 The teacher is the model (``self.model``: ``final.pt``, validation, stage 5), as in the
 authors' toolkit, which embeds with its momentum encoder: the average of the student over
