@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def is_distributed() -> bool:
@@ -33,6 +34,20 @@ def init_from_env(device_type: str) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``module`` under DDP (gradients all-reduced in the backward pass), without the buffer
+    broadcast: DDP would otherwise send every buffer from rank 0 at every forward, MoCo's
+    queues (134 MB a step) and SSPS's memory (4.5 GB a step at VoxCeleb2's 1.1 M slots).
+    They are the same on every rank already: enqueues gather the global batch, batch-norm
+    statistics are those of the global batch (SyncBatchNorm / GlobalBatchNorm), DINO's
+    centre is all-reduced, and every rank starts from the same weights and buffers."""
+    return DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,
+    )
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,10 @@ For L2-normalised anchors a_i, positives p_i and negatives n_ij, with scale s = 
 
 ``m = 0`` is plain NT-Xent. Every variant is a choice of anchors, candidates and which
 candidate is the positive; the margin and the cross-entropy are shared.
+
+Every loss here computes its products and its cross-entropy in float32, also under bf16
+autocast (:func:`sslsv.devices.full_precision`), and builds its masks by comparisons on the
+device: a training step never waits for a GPU because of a loss.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from sslsv.devices import full_precision
 
 
 def margin_logits_loss(
@@ -58,22 +64,25 @@ def nt_xent_am_with_accuracy(
     local row within them. Symmetric: both views are anchors against both views (2N - 2
     negatives each). Asymmetric: view-1 anchors against view-2 candidates only (N - 1).
     """
-    z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    z1_all = z1 if z1_all is None else F.normalize(z1_all, dim=-1)
-    z2_all = z2 if z2_all is None else F.normalize(z2_all, dim=-1)
-    n, total = z1.shape[0], z1_all.shape[0]
-    local = torch.arange(n, device=z1.device) + offset
-    if not symmetric:
-        return margin_logits_loss(z1 @ z2_all.T, local, scale, margin, None)
-    anchors = torch.cat([z1, z2])
-    candidates = torch.cat([z1_all, z2_all])
-    cos = anchors @ candidates.T
-    # Row i of view 1 has its positive at total + i (view 2); row i of view 2 at i.
-    positive = torch.cat([local + total, local])
-    self_column = torch.cat([local, local + total])
-    mask = torch.zeros_like(cos, dtype=torch.bool)
-    mask[torch.arange(2 * n, device=z1.device), self_column] = True
-    return margin_logits_loss(cos, positive, scale, margin, mask)
+    with full_precision(z1.device.type):
+        z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
+        z1_all = z1 if z1_all is None else F.normalize(z1_all.float(), dim=-1)
+        z2_all = z2 if z2_all is None else F.normalize(z2_all.float(), dim=-1)
+        n, total = z1.shape[0], z1_all.shape[0]
+        local = torch.arange(n, device=z1.device) + offset
+        if not symmetric:
+            return margin_logits_loss(z1 @ z2_all.T, local, scale, margin, None)
+        anchors = torch.cat([z1, z2])
+        candidates = torch.cat([z1_all, z2_all])
+        cos = anchors @ candidates.T
+        # Row i of view 1 has its positive at total + i (view 2); row i of view 2 at i.
+        positive = torch.cat([local + total, local])
+        self_column = torch.cat([local, local + total])
+        # A comparison, not `mask[rows, self_column] = True`: assigning a Python scalar
+        # through indices copies it to the device, a synchronisation at every step.
+        columns = torch.arange(2 * total, device=z1.device)
+        mask = columns[None, :] == self_column[:, None]
+        return margin_logits_loss(cos, positive, scale, margin, mask)
 
 
 def nt_xent_am(
@@ -124,10 +133,12 @@ def aam_softmax_with_accuracy(
     (B, C * subcenters) cosines of embeddings to the class centres, the ``subcenters``
     centres of class c in columns ``c * subcenters ... (c + 1) * subcenters - 1``; a class's
     cosine is that of its nearest centre (sub-centre ArcFace, robust to noisy labels)."""
-    if subcenters > 1:
-        cos = cos.unflatten(1, (-1, subcenters)).amax(dim=2)
-    accuracy = (cos.argmax(dim=1) == labels).float().mean()
-    loss = F.cross_entropy(aam_logits(cos, labels, scale, margin), labels)
+    with full_precision(cos.device.type):
+        cos = cos.float()
+        if subcenters > 1:
+            cos = cos.unflatten(1, (-1, subcenters)).amax(dim=2)
+        accuracy = (cos.argmax(dim=1) == labels).float().mean()
+        loss = F.cross_entropy(aam_logits(cos, labels, scale, margin), labels)
     return loss, accuracy.detach()
 
 
@@ -148,9 +159,10 @@ def dino_loss(
     ``T * S - T`` pairs.
     """
     crops_t, batch = teacher.shape[0], teacher.shape[1]
-    q = F.softmax((teacher.float() - center.float()) / teacher_temperature, dim=-1)
-    log_p = F.log_softmax(student.float() / student_temperature, dim=-1)
-    cross = -torch.einsum("tbk,sbk->ts", q, log_p) / batch  # (T, S) mean over the batch
-    same = torch.zeros_like(cross, dtype=torch.bool)
-    same[torch.arange(crops_t), torch.arange(crops_t)] = True
-    return cross.masked_fill(same, 0.0).sum() / (cross.numel() - crops_t)
+    with full_precision(student.device.type):
+        q = F.softmax((teacher.float() - center.float()) / teacher_temperature, dim=-1)
+        log_p = F.log_softmax(student.float() / student_temperature, dim=-1)
+        cross = -torch.einsum("tbk,sbk->ts", q, log_p) / batch  # (T, S) mean over the batch
+        # Teacher crop t is student crop t: eye on the device (no scalar copied to it).
+        same = torch.eye(crops_t, cross.shape[1], dtype=torch.bool, device=cross.device)
+        return cross.masked_fill(same, 0.0).sum() / (cross.numel() - crops_t)

@@ -13,7 +13,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import MEAN_LINEAR
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from sslsv import distributed
 from sslsv.config.load import load_config
@@ -119,10 +118,9 @@ def worker(rank, world, port, name, out_path):
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=90))
     try:
         method = make_method(name)
-        ddp = DistributedDataParallel(method)
+        ddp = distributed.data_parallel(method, torch.device("cpu"))  # as the trainer wraps
         result = run_steps(method, ddp, batches(name), rank, world)
-        if rank == 0:
-            torch.save(result, out_path)
+        torch.save(result, f"{out_path}.{rank}")
         del ddp  # before the process group: see sslsv.train.trainer.Trainer.close
     finally:
         dist.destroy_process_group()
@@ -142,7 +140,7 @@ def free_port():
 def test_two_processes_equal_one(tmp_path, name):
     method = make_method(name)
     want_losses, want_grads, want_state = run_steps(method, method, batches(name))
-    out = tmp_path / "rank0.pt"
+    out = tmp_path / "result.pt"
     context = mp.spawn(worker, args=(2, free_port(), name, str(out)), nprocs=2, join=False)
     deadline = time.monotonic() + 180  # a hang fails the test rather than the whole run
     while not context.join(timeout=5):
@@ -150,7 +148,13 @@ def test_two_processes_equal_one(tmp_path, name):
             for process in context.processes:
                 process.kill()
             pytest.fail("the two worker processes did not finish within 180 s")
-    losses, grads, state = torch.load(out, weights_only=True)
+    losses, grads, state = torch.load(f"{out}.0", weights_only=True)
+    # Buffers (queues, memory, centre, batch-norm statistics) agree on both ranks without
+    # DDP broadcasting them from rank 0 (broadcast_buffers=False).
+    _, _, state_rank1 = torch.load(f"{out}.1", weights_only=True)
+    for got, want in zip(state_rank1, state, strict=True):
+        assert torch.equal(got, want)
+
     assert losses == pytest.approx(want_losses, rel=1e-5)
     for g, w in zip(grads, want_grads):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)

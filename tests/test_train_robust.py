@@ -527,3 +527,39 @@ def test_a_config_saved_before_a_key_existed_continues_at_that_keys_default(tmp_
     now["method"]["momentum"] = 0.99
     with pytest.raises(ConfigError, match=r"method.momentum: 0.999 -> 0.99\n"):
         train_cli.check_unchanged(now, saved)
+
+
+# ----------------------------------------------------------------------------- resume N -> M
+
+
+def _train(processes: int, config: Path, data: Path, exp: Path) -> None:
+    if processes == 1:
+        assert train_cli.main(train_args(config, data, exp)) == 0
+        return
+    torchrun = Path(sys.executable).parent / "torchrun"
+    subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", str(processes), "-m",
+         "sslsv.bin.train", *train_args(config, data, exp)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_a_checkpoint_resumes_on_another_number_of_processes(tmp_path, tiny, before, after):
+    """Epochs 1-2 on ``before`` gloo processes, epoch 3 on ``after``: the final model is the
+    one an uninterrupted run makes (the same up to the order of sums over the batch)."""
+    data, config, straight = tiny  # 1 process, uninterrupted
+    first = tmp_path / "first"
+    _train(before, config, data, first)
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "init.pt", "checkpoints/epoch-0002.pt"):
+        shutil.copy(first / name, resumed / name)
+    assert load_safe(resumed / "checkpoints/epoch-0002.pt")["world_size"] == before
+    _train(after, config, data, resumed)
+    got = load_safe(resumed / "final.pt")["model"]
+    assert got.keys() == straight.keys()
+    for key in straight:
+        torch.testing.assert_close(got[key], straight[key], rtol=1e-3, atol=1e-4, msg=key)
+    assert load_safe(resumed / "checkpoints/epoch-0003.pt")["world_size"] == after

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from sslsv.config.schema import AugmentConfig
+from sslsv.devices import upload
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def apply_masks(feats: torch.Tensor, masks: Masks) -> torch.Tensor:
     mean value; a new tensor."""
     rows, n_mels, frames = feats.shape
     device = feats.device
-    freq = _covered(masks.freq_start.to(device), masks.freq_width.to(device), n_mels)
-    time = _covered(masks.time_start.to(device), masks.time_width.to(device), frames)
+    freq = _covered(upload(masks.freq_start, device), upload(masks.freq_width, device), n_mels)
+    time = _covered(upload(masks.time_start, device), upload(masks.time_width, device), frames)
     covered = freq[:, :, None] | time[:, None, :]
     fill = feats.mean(dim=(1, 2), keepdim=True).expand_as(feats)
     return torch.where(covered, fill, feats)

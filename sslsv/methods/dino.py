@@ -45,6 +45,7 @@ from torch import nn
 
 from sslsv import distributed
 from sslsv.config.schema import Config
+from sslsv.devices import full_precision
 from sslsv.errors import ConfigError
 from sslsv.losses import dino_loss
 from sslsv.methods import StepInfo, ema_update, register_method
@@ -87,8 +88,12 @@ class DINOHead(nn.Module):
         nn.init.kaiming_uniform_(self.prototypes, a=math.sqrt(5))  # nn.Linear's default
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(self.mlp(x), dim=-1)
-        return F.linear(x, F.normalize(self.prototypes, dim=1))
+        x = self.mlp(x)
+        # The logits to the prototypes in float32, also under bf16: divided by a teacher
+        # temperature of 0.04 they are the loss's input, and bf16 would round them by ~0.1.
+        with full_precision(x.device.type):
+            x = F.normalize(x.float(), dim=-1)
+            return F.linear(x, F.normalize(self.prototypes.float(), dim=1))
 
 
 @register_method("dino")

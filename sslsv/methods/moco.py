@@ -20,6 +20,7 @@ from torch import nn
 
 from sslsv import distributed
 from sslsv.config.schema import Config
+from sslsv.devices import full_precision
 from sslsv.losses import margin_logits_loss
 from sslsv.methods import StepInfo, ema_update, make_projector, register_method
 from sslsv.methods.ssps import PositiveSampler
@@ -108,13 +109,15 @@ class MoCo(nn.Module):
         # Query of view v: positive = key of the other view, negatives = that view's queue.
         pairs = [(0, 1), (1, 0)] if self.loss_cfg.symmetric else [(0, 1)]
         losses, accuracies = [], []
-        for qv, kv in pairs:
-            positive = (q[qv] * keys[kv]).sum(dim=1, keepdim=True)
-            negatives = q[qv] @ self.queue[kv].clone().T
-            cos = torch.cat([positive, negatives], dim=1)
-            target = torch.zeros(batch, dtype=torch.long, device=cos.device)
-            loss, acc = margin_logits_loss(cos, target, self.loss_cfg.scale, margin, None)
-            losses.append(loss)
-            accuracies.append(acc)
+        with full_precision(queries.device.type):  # float32 cosines, also under bf16
+            for qv, kv in pairs:
+                query = q[qv].float()
+                positive = (query * keys[kv].float()).sum(dim=1, keepdim=True)
+                negatives = query @ self.queue[kv].clone().T
+                cos = torch.cat([positive, negatives], dim=1)
+                target = torch.zeros(batch, dtype=torch.long, device=cos.device)
+                loss, acc = margin_logits_loss(cos, target, self.loss_cfg.scale, margin, None)
+                losses.append(loss)
+                accuracies.append(acc)
         self._enqueue(all_keys)
         return torch.stack(losses).mean(), {"accuracy": torch.stack(accuracies).mean()}

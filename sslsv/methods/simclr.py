@@ -46,7 +46,7 @@ class SimCLR(nn.Module):
             ref = embeddings[:batch].detach()
             if self.ssps.active(info.progress):
                 pos, found = self.ssps.sample(info.indices, ref, info.epoch, info.global_step)
-                z2 = torch.where(found[:, None], pos.to(z2.dtype), z2)
+                z2 = torch.where(found[:, None], pos, z2.float())  # the loss is float32
             self.ssps.enqueue(info.indices, ref, z[batch:].detach())
         loss, accuracy = nt_xent_am_with_accuracy(
             z1,

@@ -42,6 +42,7 @@ from torch import nn
 
 from sslsv import distributed
 from sslsv.config.schema import SSPSConfig
+from sslsv.devices import upload
 
 #: Rows of the memory scored against the centroids at once in k-means (bounds memory).
 KMEANS_CHUNK = 8192
@@ -55,15 +56,22 @@ def spherical_kmeans(
     (a CPU generator); a cluster that empties keeps its previous centroid."""
     n = x.shape[0]
     k = min(k, n)
-    start = torch.randperm(n, generator=generator)[:k].to(x.device)
+    start = upload(torch.randperm(n, generator=generator)[:k], x.device)
     centroids = x[start].clone()
     assign = _nearest(x, centroids)
     for _ in range(iters):
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k)
+        counts = _counts(assign, k)
         centroids = torch.where(counts[:, None] > 0, F.normalize(sums, dim=1), centroids)
         assign = _nearest(x, centroids)
     return centroids, assign
+
+
+def _counts(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """How many of ``labels`` (values in [0, size)) equal each value: ``torch.bincount``
+    without its host read (on CUDA it reads the input's min and max to size its output)."""
+    ones = torch.ones_like(labels)
+    return torch.zeros(size, dtype=labels.dtype, device=labels.device).index_add_(0, labels, ones)
 
 
 def _nearest(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -89,6 +97,10 @@ class PositiveSampler(nn.Module):
         # host copy (reading the buffer at every step would make the host wait for a GPU).
         self.register_buffer("clustered_epoch", torch.full((), -1, dtype=torch.long))
         self._clustered: int | None = None
+        # How many slots are filled, on the host: slots fill in order from 0 (the pointer
+        # wraps only once all are), so they are [0, filled). None: to be read once (after
+        # loading a checkpoint) from the buffers.
+        self._filled: int | None = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # The centroids' count is known only once k-means has run.
@@ -96,6 +108,7 @@ class PositiveSampler(nn.Module):
         if key in state_dict:
             self.centroids = torch.empty_like(state_dict[key], device=self.centroids.device)
         self._clustered = None
+        self._filled = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def active(self, progress: float) -> bool:
@@ -123,14 +136,15 @@ class PositiveSampler(nn.Module):
             # Slots grouped by cluster: cluster c owns order[first[c] : first[c] + count[c]].
             assign = torch.where(filled & (self.assign >= 0), self.assign, self.centroids.shape[0])
             order = torch.argsort(assign, stable=True)
-            count = torch.bincount(assign, minlength=self.centroids.shape[0] + 1)
+            count = _counts(assign, self.centroids.shape[0] + 1)
             first = torch.cumsum(count, 0) - count
             generator = torch.Generator().manual_seed(
                 (self.seed * 1_000_003 + global_step) % (2**63 - 1)
             )
-            u = torch.rand(all_indices.shape[0], self.cfg.draws, generator=generator)
+            u = upload(torch.rand(all_indices.shape[0], self.cfg.draws, generator=generator),
+                       indices.device)  # fmt: skip
             n = count[cluster]
-            pick = first[cluster][:, None] + (u.to(n.device) * n[:, None]).long()
+            pick = first[cluster][:, None] + (u * n[:, None]).long()
             candidates = order[pick.clamp_max(order.shape[0] - 1)]
             ok = (n[:, None] > 0) & (self.index[candidates] != all_indices[:, None])
             found = ok.any(dim=1)
@@ -152,21 +166,23 @@ class PositiveSampler(nn.Module):
         if self.centroids.shape[0]:
             self.assign[slots] = _nearest(ref, self.centroids)
         self.ptr.copy_((self.ptr + indices.shape[0]) % size)
+        if self._filled is not None:
+            self._filled = min(size, self._filled + indices.shape[0])
 
     def _refresh(self, epoch: int) -> None:
-        filled = (self.index >= 0).nonzero()[:, 0]
-        if filled.numel() >= 2:
-            centroids = self.ref.new_zeros(
-                min(self.cfg.clusters, filled.numel()), self.ref.shape[1]
-            )
+        if self._filled is None:  # once after loading a checkpoint
+            self._filled = int((self.index >= 0).sum())
+        filled = self._filled
+        if filled >= 2:
+            centroids = self.ref.new_zeros(min(self.cfg.clusters, filled), self.ref.shape[1])
             if distributed.rank() == 0:
                 generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
                 centroids, _ = spherical_kmeans(
-                    self.ref[filled], self.cfg.clusters, self.cfg.kmeans_iters, generator
+                    self.ref[:filled], self.cfg.clusters, self.cfg.kmeans_iters, generator
                 )
             distributed.broadcast_(centroids)
             self.centroids = centroids
             self.assign.fill_(-1)
-            self.assign[filled] = _nearest(self.ref[filled], centroids)
+            self.assign[:filled] = _nearest(self.ref[:filled], centroids)
         self.clustered_epoch.fill_(epoch)
         self._clustered = epoch
