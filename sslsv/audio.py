@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: File name endings the corpus walkers take for audio (soundfile reads all three).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+#: int16 samples are float samples times this (libsndfile's scale for 16-bit PCM): a 16-bit
+#: file read as int16 holds exactly the values it reads as float32.
+INT16_SCALE = 32768
 
 
 @dataclass(frozen=True)
@@ -129,14 +133,41 @@ def read_crop(
     sample_rate: int,
     utt: str = "",
 ) -> np.ndarray:
-    """``length`` samples of an utterance from ``start`` (first channel), looped when the
-    utterance is shorter.
+    """``length`` samples of an utterance from ``start`` (first channel, float32), looped
+    when the utterance is shorter.
 
     ``start`` and ``length`` count samples at ``sample_rate`` from the utterance's start; a
-    file at another rate is read over the same time span (plus filter context) and
-    resampled, so the crop equals the matching slice of :func:`read_audio`'s output. Only
-    the crop is read: a segment of a long recording costs a seek.
+    start too late for the crop reads the last ``length`` samples. A file at another rate is
+    read over the same time span (plus filter context) and resampled, so the crop equals the
+    matching slice of :func:`read_audio`'s output. Only the crop is read: a segment of a long
+    recording costs a seek. Several crops of one utterance: :func:`read_crops`.
     """
+    return read_crops(source, [(start, length)], sample_rate=sample_rate, utt=utt)[0]
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """Float samples (full scale 1.0) as int16 at :data:`INT16_SCALE`: rounded to the nearest
+    step of 2**-15, clipped to [-1, 1 - 2**-15]. A 16-bit PCM sample comes back exactly."""
+    scaled = np.rint(np.asarray(audio, dtype=np.float32) * np.float32(INT16_SCALE))
+    return np.clip(scaled, -INT16_SCALE, INT16_SCALE - 1).astype(np.int16)
+
+
+def read_crops(
+    source: AudioSource | str | os.PathLike,
+    crops: Sequence[tuple[int, int]],
+    *,
+    sample_rate: int,
+    utt: str = "",
+    dtype: type[np.generic] = np.float32,
+) -> list[np.ndarray]:
+    """Several ``(start, length)`` crops of one utterance, from one open of its file: what
+    :func:`read_crop` gives for each, in order.
+
+    ``dtype`` float32 (samples in [-1, 1]) or int16 (:func:`to_int16` of those; a 16-bit PCM
+    file at ``sample_rate`` is read as int16 directly, which is the same values).
+    """
+    if dtype not in (np.float32, np.int16):
+        raise ValueError(f"dtype must be numpy float32 or int16, got {dtype}")
     source = _as_source(source)
     try:
         with sf.SoundFile(source.path) as f:
@@ -144,27 +175,77 @@ def read_crop(
             offset, total = _span(source, f)
             if total == 0:
                 raise DataError(f"{_who(utt)}{describe_source(source)} is empty")
+            # libsndfile reads 16-bit PCM as int16 unscaled and as float divided by 32768,
+            # so the int16 read is exact and saves the float conversion.
+            native_int16 = dtype == np.int16 and rate == sample_rate and f.subtype == "PCM_16"
+            kind = "int16" if native_int16 else "float32"
 
             def read(first: int, frames: int) -> np.ndarray:
                 f.seek(offset + first)
-                return f.read(frames, dtype="float32", always_2d=True)[:, 0]
+                return f.read(frames, dtype=kind, always_2d=True)[:, 0]
 
             if rate == sample_rate:
-                if total <= length:
-                    return np.resize(read(0, total), length)
-                return read(min(start, total - length), length)
-            total_out = total * sample_rate // rate
-            if total_out <= length:
-                return np.resize(resample(read(0, total), rate, sample_rate)[:total_out], length)
-            start = min(start, total_out - length)
-            native, out, context = _resample_context(rate, sample_rate)
-            first = max(0, start // out - context)
-            last = min(-(-total // native), -(-(start + length) // out) + context)
-            span = read(first * native, min(total, last * native) - first * native)
-            skip = start - first * out
-            return resample(span, rate, sample_rate)[skip : skip + length]
+                out = _native_crops(read, total, crops)
+            else:
+                out = _resampled_crops(read, total, rate, sample_rate, crops)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise DataError(f"{_who(utt)}cannot read {describe_source(source)}: {e}") from None
+    if dtype == np.int16 and not native_int16:
+        out = [to_int16(x) for x in out]
+    return out
+
+
+def _native_crops(
+    read: Callable[[int, int], np.ndarray], total: int, crops: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """Crops of a file at the asked rate: a start too late reads the last ``length`` samples,
+    an utterance shorter than ``length`` is looped."""
+    spans = [(0, total) if total <= length else (min(start, total - length), length)
+             for start, length in crops]  # fmt: skip
+    if not spans:
+        return []
+    # One read of the span covering every crop when that decodes no more samples than the
+    # crops themselves (several crops of a short utterance): fewer seeks, and a compressed
+    # file (FLAC) decodes each of its blocks once. The samples are the same either way.
+    first = min(s for s, _ in spans)
+    cover = max(s + n for s, n in spans) - first
+    if len(spans) > 1 and cover <= sum(n for _, n in spans):
+        block = read(first, cover)
+        pieces = [block[s - first : s - first + n] for s, n in spans]
+    else:
+        pieces = [read(s, n) for s, n in spans]
+    return [
+        np.resize(piece, length) if len(piece) < length else piece
+        for piece, (_, length) in zip(pieces, crops, strict=True)
+    ]
+
+
+def _resampled_crops(
+    read: Callable[[int, int], np.ndarray],
+    total: int,
+    rate: int,
+    sample_rate: int,
+    crops: Sequence[tuple[int, int]],
+) -> list[np.ndarray]:
+    """Crops of a file at another rate: each read over its time span plus filter context and
+    resampled, so that it equals the matching slice of :func:`read_audio`'s output."""
+    total_out = total * sample_rate // rate
+    native, out, context = _resample_context(rate, sample_rate)
+    whole = None  # the resampled utterance, when one is shorter than a crop (then looped)
+    result = []
+    for start, length in crops:
+        if total_out <= length:
+            if whole is None:
+                whole = resample(read(0, total), rate, sample_rate)[:total_out]
+            result.append(np.resize(whole, length))
+            continue
+        start = min(start, total_out - length)
+        first = max(0, start // out - context)
+        last = min(-(-total // native), -(-(start + length) // out) + context)
+        span = read(first * native, min(total, last * native) - first * native)
+        skip = start - first * out
+        result.append(resample(span, rate, sample_rate)[skip : skip + length])
+    return result
 
 
 # ----------------------------------------------------------------------------- silence

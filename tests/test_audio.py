@@ -12,12 +12,15 @@ import soundfile as sf
 from conftest import sine_file
 
 from sslsv.audio import (
+    INT16_SCALE,
     AudioSource,
     find_audio_files,
     probe_audio_files,
     read_audio,
     read_crop,
+    read_crops,
     resample,
+    to_int16,
 )
 from sslsv.errors import DataError
 
@@ -85,6 +88,49 @@ def test_a_span_reads_as_the_same_span_cut_into_its_own_file(tmp_path: Path, rat
                     read_crop(span, crop_start, length, sample_rate=RATE),
                     read_crop(cut, crop_start, length, sample_rate=RATE),
                 )
+
+
+@pytest.mark.parametrize("rate", [RATE, 22050, 8000])
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_read_crops_are_read_crop_of_each(tmp_path: Path, rate: int, subtype: str) -> None:
+    """Several crops from one open equal one read_crop each (whole files and segments, at the
+    training rate or resampled; overlapping, late, and longer-than-the-utterance crops), as
+    float32 and as int16."""
+    rng = np.random.default_rng(rate)
+    path = tmp_path / "rec.wav"
+    sf.write(path, (0.3 * rng.standard_normal((3 * rate, 2))).astype(np.float32), rate,
+             subtype=subtype)  # fmt: skip
+    plans = [
+        [(0, 8000)],
+        [(100, 16000), (5000, 16000), (200, 8000), (3000, 8000), (7000, 8000), (99999, 8000)],
+        [(17, 32000), (40000, 70000), (0, 70000), (12345, 4000)],  # long ones loop
+        [(1, 4000), (20000, 4000)],  # apart: read one by one
+    ]
+    for source in (AudioSource(str(path)), AudioSource(str(path), 0.37, 2.2),
+                   AudioSource(str(path), 2.5, None)):  # fmt: skip
+        for crops in plans:
+            floats = read_crops(source, crops, sample_rate=RATE)
+            ints = read_crops(source, crops, sample_rate=RATE, dtype=np.int16)
+            assert len(floats) == len(ints) == len(crops)
+            for (start, length), got, got16 in zip(crops, floats, ints):
+                one = read_crop(source, start, length, sample_rate=RATE)
+                assert got.dtype == np.float32 and got16.dtype == np.int16
+                assert got.shape == got16.shape == (length,)
+                np.testing.assert_array_equal(got, one)
+                np.testing.assert_array_equal(got16, to_int16(one))
+                if subtype == "PCM_16" and rate == RATE:  # read as int16: the file's samples
+                    np.testing.assert_array_equal(got16 / np.float32(INT16_SCALE), one)
+    assert read_crops(path, [], sample_rate=RATE) == []
+
+
+def test_to_int16_rounds_to_the_nearest_step_and_clips() -> None:
+    step = 1 / INT16_SCALE
+    x = np.array([0.0, 0.4 * step, 0.6 * step, -0.6 * step, 0.5, -1.0, 1.0, 1.7, -1.2, 1 - step])
+    np.testing.assert_array_equal(
+        to_int16(x.astype(np.float32)), [0, 0, 1, -1, 16384, -32768, 32767, 32767, -32768, 32767]
+    )
+    values = np.random.default_rng(0).uniform(-1, 1 - step, 10000).astype(np.float32)
+    assert np.abs(to_int16(values) / INT16_SCALE - values).max() <= step / 2
 
 
 def test_read_errors_name_the_utterance_and_file(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -237,6 +238,81 @@ def test_two_crop_lengths_keep_their_own_layouts(sets):
     aug(long, torch.Generator().manual_seed(3))
     assert {length for _, length in aug._states} == {1200, 2500}
     torch.testing.assert_close(aug(short, torch.Generator().manual_seed(2)), first)
+
+
+def held_tensors(aug: Augmenter, device: torch.device) -> list[torch.Tensor]:
+    """The distinct tensors the augmenter keeps for ``device`` (its sets and its per-length
+    layouts)."""
+    found: dict[int, torch.Tensor] = {}
+    holders = [aug._devices[device]] + [s for (d, _), s in aug._states.items() if d == device]
+    for holder in holders:
+        for field in dataclasses.fields(holder):
+            value = getattr(holder, field.name)
+            for t in value if isinstance(value, list) else [value]:
+                if isinstance(t, torch.Tensor):
+                    found[id(t)] = t
+    return list(found.values())
+
+
+def held_bytes(aug: Augmenter, device: torch.device) -> int:
+    return sum(t.untyped_storage().nbytes() for t in held_tensors(aug, device))
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("lengths", [(2500, 1200), (1200, 2500)])
+def test_two_crop_lengths_hold_one_copy_of_the_sets(sets, monkeypatch, device, lengths):
+    """Multi-crop prepares two lengths: the RIR set and the noise layout are kept once per
+    device (the layout for the longest crop serves the shorter one); a second length adds
+    only its RIR spectra, and those only within RIR_SPECTRA_MAX_BYTES for all lengths.
+    ("meta" stands for a GPU: moving the sets there makes a copy, but allocates nothing.)"""
+    device = torch.device(device)
+    longest = max(lengths)
+    only_longest = make_augmenter(sets)
+    only_longest.prepare(device, longest)
+    aug = make_augmenter(sets)
+    for length in lengths:
+        aug.prepare(device, length)
+    assert {length for _, length in aug._states} == set(lengths)
+    rir_shape = aug.rirs.shape
+    assert sum(t.shape == rir_shape for t in held_tensors(aug, device)) == 1
+    spectra = [aug._states[(device, length)].rir_spectra for length in lengths]
+    spectra_bytes = [s.untyped_storage().nbytes() for s in spectra]
+    assert held_bytes(aug, device) == held_bytes(only_longest, device) + sum(spectra_bytes) - (
+        only_longest._states[(device, longest)].rir_spectra.untyped_storage().nbytes()
+    )
+    assert aug._devices[device].spectra_bytes == sum(spectra_bytes) <= 256 * 2**20
+    # Without spectra (a set too big for them, as a full RIR set is): exactly one copy.
+    monkeypatch.setattr("sslsv.augment.augmenter.RIR_SPECTRA_MAX_BYTES", 0)
+    bare, bare_longest = make_augmenter(sets), make_augmenter(sets)
+    for length in lengths:
+        bare.prepare(device, length)
+    bare_longest.prepare(device, longest)
+    assert held_bytes(bare, device) == held_bytes(bare_longest, device)
+    # The RIR set (float32); per noise category its clips, a short one with its looped
+    # continuation for the longest crop (float32), and each clip's offset (int64).
+    expected = bare.rirs.numel() * 4 + sum(
+        (clips + torch.where(clips >= longest, 0, longest - 1)).sum() * 4 + len(clips) * 8
+        for clips in bare._clip_lengths
+    )
+    assert held_bytes(bare, device) == int(expected)
+    # Spectra budget shared by the lengths: room for the first one only.
+    monkeypatch.setattr("sslsv.augment.augmenter.RIR_SPECTRA_MAX_BYTES", spectra_bytes[0])
+    tight = make_augmenter(sets)
+    for length in lengths:
+        tight.prepare(device, length)
+    assert [tight._states[(device, n)].rir_spectra is not None for n in lengths] == [True, False]
+
+
+def test_sets_kept_once_augment_as_a_fresh_augmenter(sets):
+    """Whatever lengths came before (a layout rebuilt for a longer crop included), a crop
+    length augments exactly as an augmenter that only ever saw that length."""
+    aug = make_augmenter(sets, rir_prob=0.7, noise_prob=0.9)
+    for step, length in enumerate([1200, 2500, 1200, 4000, 800, 2500]):
+        wave = torch.randn(11, length, generator=torch.Generator().manual_seed(step))
+        fresh = make_augmenter(sets, rir_prob=0.7, noise_prob=0.9)
+        expected = fresh(wave, torch.Generator().manual_seed(length))
+        assert torch.equal(aug(wave, torch.Generator().manual_seed(length)), expected)
+    assert aug._devices[torch.device("cpu")].length == 4000
 
 
 @pytest.mark.parametrize("batch", [0, 1, 3, 17])

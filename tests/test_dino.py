@@ -172,7 +172,9 @@ def ramp_data_dir(tmp_path, seconds=3.0, rate=16000):
 def test_multi_crop_items_are_independent_segments_of_their_utterance(tmp_path):
     data, n = ramp_data_dir(tmp_path)
     global_len, local_len = 16000, 8000
-    dataset = CropDataset(data, [(2, global_len), (4, local_len)], seed=0, sample_rate=16000)
+    # float32 crops: the ramp's steps of 2^-20 are finer than the loader's int16.
+    dataset = CropDataset(data, [(2, global_len), (4, local_len)], seed=0, sample_rate=16000,
+                          dtype=torch.float32)  # fmt: skip
     starts = []
     for epoch in range(20):
         groups, label, index = dataset[(epoch, 1)]

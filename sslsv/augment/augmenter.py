@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import torch
 
 from sslsv.augment.sets import AugmentationSet
+from sslsv.devices import upload
 from sslsv.errors import DataError
 
 # Power floor (amplitude 1e-5 RMS): keeps silent speech, noise or RIRs from dividing by zero.
 POWER_EPS = 1e-10
 
 
-#: Device layouts kept at once (one per device and crop length).
+#: Per-length layouts kept at once (one per device and crop length; small: the sets
+#: themselves are kept once per device).
 MAX_STATES = 4
 
 
@@ -86,22 +88,32 @@ class AugmentParams:
 
 
 @dataclass
+class _DeviceSets:
+    """The sets on one device, one copy whatever the crop lengths (a RIR set can take GBs)."""
+
+    rirs: torch.Tensor | None  # [N, rir samples], aligned, unit energy
+    # Per noise category: the clips concatenated, each shorter than ``length`` followed by
+    # its own start again (``length - 1`` samples, looped). Clip ``i`` read from ``start``
+    # (a start drawn by ``sample_params``) for any crop of at most ``length`` samples is
+    # ``flat[clip_first[i] + start:][:crop]``, wrapping around when the clip is short; the
+    # layout is rebuilt only when a longer crop comes.
+    length: int
+    flat: list[torch.Tensor]
+    clip_first: list[torch.Tensor]  # long [N]
+    spectra_bytes: int = 0  # RIR spectra cached on this device, all lengths together
+
+
+@dataclass
 class _DeviceState:
-    """Sets laid out for one device and crop length (built once, reused every batch)."""
+    """What one crop length adds on a device (built once, reused every batch): small."""
 
     length: int
     n_fft: int
-    rirs: torch.Tensor | None  # [N, rir samples], aligned, unit energy
-    rir_spectra: torch.Tensor | None  # rfft of ``rirs`` at ``n_fft`` when small enough
-    # Per noise category: the clips concatenated (each shorter than ``length`` followed by
-    # its own start again, looped), seen as overlapping rows of ``length`` samples: row
-    # ``clip_first[i] + start`` is clip ``i`` read from ``start`` (a start drawn by
-    # ``sample_params``), wrapping around when the clip is short.
-    windows: list[torch.Tensor]
-    clip_first: list[torch.Tensor]  # long [N]
+    rir_spectra: torch.Tensor | None  # rfft of the RIRs at ``n_fft`` when within the budget
 
 
-# Keep the RIR spectra on the device when they need at most this much memory.
+# Keep RIR spectra on a device (all crop lengths together) when they need at most this much
+# memory; otherwise each batch transforms the RIRs it draws.
 RIR_SPECTRA_MAX_BYTES = 256 * 2**20
 
 
@@ -159,7 +171,9 @@ class Augmenter:
                 except ValueError as e:
                     raise DataError(f"{rirs.data_dir}: RIR {rir_id!r}: {e}") from None
             self.rirs = torch.nn.utils.rnn.pad_sequence(prepared, batch_first=True)
-        # Per (device, crop length): training uses one length, or two with multi-crop.
+        # Per device: the sets; per (device, crop length): training uses one length, or two
+        # with multi-crop.
+        self._devices: dict[torch.device, _DeviceSets] = {}
         self._states: dict[tuple[torch.device, int], _DeviceState] = {}
 
     def describe(self) -> str:
@@ -193,35 +207,54 @@ class Augmenter:
             device = torch.device("cuda", torch.cuda.current_device())  # as tensors report it
         self._state(device, num_samples)
 
-    def _state(self, device: torch.device, length: int) -> _DeviceState:
-        state = self._states.get((device, length))
-        if state is not None:
-            return state
-        rirs = spectra = None
-        n_fft = 0
-        if self.rirs is not None:
-            # Linear convolution without circular wrap-around into the kept [0, length).
-            n_fft = _fast_fft_size(length + self.rirs.shape[1] - 1)
-            rirs = self.rirs.to(device)
-            if len(rirs) * (n_fft // 2 + 1) * 8 <= RIR_SPECTRA_MAX_BYTES:
-                spectra = torch.fft.rfft(rirs, n_fft)
-        windows, clip_first = [], []
+    def _sets(self, device: torch.device, length: int) -> _DeviceSets:
+        """The sets on ``device``, the noise laid out for crops of ``length`` samples."""
+        sets = self._devices.get(device)
+        if sets is not None and sets.length >= length:
+            return sets
+        if sets is None:
+            rirs = None if self.rirs is None else self.rirs.to(device)
+            sets = _DeviceSets(rirs, 0, [], [])
+        # The old noise layout goes before the new one is built: one copy at a time.
+        sets.flat, sets.clip_first = [], []
         for cat, lengths in zip(self.categories, self._clip_lengths, strict=True):
             # Clips of at least ``length`` samples are only read from starts that fit;
-            # shorter ones get their looped continuation appended.
+            # shorter ones get their looped continuation appended. (A clip long enough for
+            # a shorter crop but looped here is read the same: its starts fit the clip.)
             sizes = torch.where(lengths >= length, lengths, lengths + length - 1)
             looped = [
                 clip if len(clip) >= length else clip[torch.arange(size) % len(clip)]
                 for clip, size in zip(cat.clips.clips, sizes.tolist(), strict=True)
             ]
-            flat = torch.cat(looped).to(device)
-            windows.append(flat.as_strided((flat.numel() - length + 1, length), (1, 1)))
-            clip_first.append((torch.cumsum(sizes, 0) - sizes).to(device))
-        state = _DeviceState(length, n_fft, rirs, spectra, windows, clip_first)
+            sets.flat.append(torch.cat(looped).to(device))
+            sets.clip_first.append((torch.cumsum(sizes, 0) - sizes).to(device))
+        sets.length = length
+        self._devices[device] = sets
+        return sets
+
+    def _state(self, device: torch.device, length: int) -> tuple[_DeviceSets, _DeviceState]:
+        sets = self._sets(device, length)
+        state = self._states.get((device, length))
+        if state is not None:
+            return sets, state
         if len(self._states) >= MAX_STATES:  # a caller of ever-changing lengths: no growth
             self._states.clear()
+            for held in self._devices.values():
+                held.spectra_bytes = 0
+        spectra = None
+        n_fft = 0
+        if sets.rirs is not None:
+            # Linear convolution without circular wrap-around into the kept [0, length).
+            n_fft = _fast_fft_size(length + sets.rirs.shape[1] - 1)
+            # Within the device's budget, first come first cached (the trainer prepares its
+            # lengths in a fixed order); cached or not, the same convolution (to rounding).
+            size = len(sets.rirs) * (n_fft // 2 + 1) * 8
+            if sets.spectra_bytes + size <= RIR_SPECTRA_MAX_BYTES:
+                spectra = torch.fft.rfft(sets.rirs, n_fft)
+                sets.spectra_bytes += size
+        state = _DeviceState(length, n_fft, spectra)
         self._states[(device, length)] = state
-        return state
+        return sets, state
 
     # -- sampling (CPU, from the caller's generator) ----------------------------------------
     def sample_params(
@@ -271,33 +304,36 @@ class Augmenter:
             raise ValueError(f"expected a [batch, samples] waveform, got shape {tuple(wave.shape)}")
         device, dtype = wave.device, wave.dtype
         batch, length = wave.shape
-        state = self._state(device, length)
+        sets, state = self._state(device, length)
         out = wave.clone()
-        if state.rirs is not None and batch:
+        if sets.rirs is not None and batch:
             rows_cpu = params.reverb.nonzero().squeeze(1)
             if rows_cpu.numel():
-                rows = _upload(rows_cpu, device)
-                which = _upload(params.rir_index[rows_cpu], device)
+                rows = upload(rows_cpu, device)
+                which = upload(params.rir_index[rows_cpu], device)
                 if state.rir_spectra is not None:
                     spectra = state.rir_spectra[which]
                 else:
-                    spectra = torch.fft.rfft(state.rirs[which], state.n_fft)
+                    spectra = torch.fft.rfft(sets.rirs[which], state.n_fft)
                 out[rows] = _reverberate(out[rows], spectra, state.n_fft).to(dtype)
         for c, cat in enumerate(self.categories):
             rows_cpu = (params.category == c).nonzero().squeeze(1)
             if not rows_cpu.numel():
                 continue
-            rows = _upload(rows_cpu, device)
+            rows = upload(rows_cpu, device)
             count = params.num_sources[rows_cpu]
-            first = state.clip_first[c][_upload(params.source_index[rows_cpu], device)]
-            first += _upload(params.source_start[rows_cpu], device)
+            # Overlapping rows of ``length`` samples over the layout (a view, no copy).
+            flat = sets.flat[c]
+            windows = flat.as_strided((flat.numel() - length + 1, length), (1, 1))
+            first = sets.clip_first[c][upload(params.source_index[rows_cpu], device)]
+            first += upload(params.source_start[rows_cpu], device)
             noise = torch.zeros(len(rows), length, device=device, dtype=torch.float32)
             for k in range(cat.num_sources[1]):
                 active_cpu = (count > k).nonzero().squeeze(1)
                 if not active_cpu.numel():
                     break
-                active = _upload(active_cpu, device)
-                source = state.windows[c][first[active, k]].float()
+                active = upload(active_cpu, device)
+                source = windows[first[active, k]].float()
                 if cat.num_sources[1] > 1:
                     # Unit power each, so that babble sources weigh alike. (A lone source
                     # needs no such step: the SNR scaling below sets its level.)
@@ -307,7 +343,7 @@ class Augmenter:
                 else:
                     noise[active] += source  # rows are distinct: a plain indexed write
             speech = out[rows].float()
-            snr = _upload(params.snr_db[rows_cpu].float(), device)
+            snr = upload(params.snr_db[rows_cpu].float(), device)
             scale = torch.sqrt(_power(speech) / (10 ** (snr / 10) * (_power(noise) + POWER_EPS)))
             out[rows] = (speech + noise * scale[:, None]).to(dtype)
         return out
@@ -319,15 +355,6 @@ class Augmenter:
         return self.apply(wave, self.sample_params(wave.shape[0], wave.shape[1], generator))
 
     __call__ = augment
-
-
-def _upload(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on ``device`` without making the host wait: a copy from pageable memory
-    synchronises with the GPU, one from pinned memory is queued like a kernel (the caching
-    pinned allocator keeps the buffer until the copy has run)."""
-    if device.type != "cuda":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _power(x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,12 @@
 """Training data: random fixed-length crops of each utterance (two for the contrastive
 methods, groups of two lengths for DINO's multi-crop, one with its class index for a
-classifier), read by seeking (:func:`sslsv.audio.read_crop`: ``segments`` honoured,
-resampled to the training rate).
+classifier), all of an utterance's crops read from one open of its file by seeking
+(:func:`sslsv.audio.read_crops`: ``segments`` honoured, resampled to the training rate).
+
+Crops travel from the loader's workers as int16 (half the bytes of float32 through shared
+memory and to the device); :func:`crops_to_device` makes them float32 on the device. The
+loader's prefetch depth is sized so that its batches in flight fit a shared-memory budget
+(:func:`prefetch_factor`).
 
 Every random choice is a pure function of (seed, epoch, utterance index), so crops do not
 depend on worker assignment and a resumed run reproduces an uninterrupted one exactly.
@@ -21,7 +26,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from sslsv.audio import AudioSource, default_jobs, describe_source, probe_audio_files, read_crop
+from sslsv.audio import (
+    INT16_SCALE,
+    AudioSource,
+    default_jobs,
+    describe_source,
+    probe_audio_files,
+    read_crops,
+)
 from sslsv.datadir.io import read_audio_sources
 from sslsv.errors import ConfigError, DataError
 from sslsv.fileio import atomic_write, kaldi_sort_key, read_dict
@@ -37,6 +49,14 @@ MAX_BAD_FRACTION = 0.01
 SEGMENT_OVERSHOOT = 0.05
 #: Bad files named in the error message; all of them are in the written list.
 SHOWN_BAD = 5
+#: Shared memory (/dev/shm) the loader's batches in flight may take per process: a default
+#: container's 64 MiB is not enough anyway, and 1 GiB holds the VoxCeleb configs' batches
+#: (256 utterances, 8 workers) at one GPU.
+SHM_BUDGET_BYTES = 2**30
+#: The deepest prefetch used (batches per worker): more only costs memory.
+MAX_PREFETCH = 4
+#: The crop sample types a dataset can yield, as numpy reads them.
+_NUMPY_DTYPES = {torch.int16: np.int16, torch.float32: np.float32}
 
 
 class CropDataset(Dataset):
@@ -45,9 +65,12 @@ class CropDataset(Dataset):
     ``crops`` (``[(count, samples), ...]``) asks for ``count`` random crops of ``samples``
     per group: ``[(2, L)]`` for the contrastive methods, ``[(1, L)]`` for a classifier,
     ``[(2, 4 s), (4, 2 s)]`` for DINO's global and local crops. The item's crops are a list
-    of float32 (count, samples) tensors, one per group; every crop starts at its own random
-    offset. With ``labels``, the class index is that of the utterance's speaker in
-    ``utt2spk`` (speakers numbered in C order, :attr:`classes`); without, it is -1.
+    of (count, samples) tensors of ``dtype``, one per group; every crop starts at its own
+    random offset. int16 (the default, for the trainer) is the float32 samples times
+    :data:`~sslsv.audio.INT16_SCALE`, rounded: 16-bit files exactly, others to within
+    2**-16 of full scale (about -96 dBFS); :func:`crops_to_device` converts back. With
+    ``labels``, the class index is that of the utterance's speaker in ``utt2spk``
+    (speakers numbered in C order, :attr:`classes`); without, it is -1.
     """
 
     def __init__(
@@ -57,7 +80,10 @@ class CropDataset(Dataset):
         seed: int,
         sample_rate: int,
         labels: bool = False,
+        dtype: torch.dtype = torch.int16,
     ) -> None:
+        if dtype not in _NUMPY_DTYPES:
+            raise ValueError(f"crops are int16 or float32, not {dtype}")
         data_dir = Path(data_dir)
         self.sources = read_audio_sources(data_dir)
         self.utts = list(self.sources)
@@ -69,6 +95,7 @@ class CropDataset(Dataset):
         self.crops = [(int(count), int(samples)) for count, samples in crops]
         self.sample_rate = sample_rate
         self.seed = seed
+        self.dtype = dtype
         self.classes: list[str] = []
         self.utt_labels: dict[str, int] = {}
         if labels:
@@ -94,25 +121,83 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
+    def item_bytes(self) -> int:
+        """Bytes of one item's crops (all groups)."""
+        return crop_bytes(self.crops, self.dtype)
+
     def __getitem__(self, item: tuple[int, int]) -> tuple[list[torch.Tensor], int, int]:
         epoch, index = item
         rng = np.random.default_rng((self.seed, epoch, index))
         utt = self.utts[index]
-        groups = []
-        for count, samples in self.crops:
-            span = max(1, self.num_samples[index] - samples)
-            crops = [
-                read_crop(
-                    self.sources[utt],
-                    int(rng.integers(span)),
-                    samples,
-                    sample_rate=self.sample_rate,
-                    utt=utt,
-                )
-                for _ in range(count)
-            ]
-            groups.append(torch.from_numpy(np.stack(crops)))
+        # Starts drawn group after group, crop after crop (the order fixes the crops).
+        spans = [
+            (int(rng.integers(max(1, self.num_samples[index] - samples))), samples)
+            for count, samples in self.crops
+            for _ in range(count)
+        ]
+        # One open of the file for all the crops (DINO: 6), not one per crop.
+        crops = read_crops(
+            self.sources[utt],
+            spans,
+            sample_rate=self.sample_rate,
+            utt=utt,
+            dtype=_NUMPY_DTYPES[self.dtype],
+        )
+        groups, first = [], 0
+        for count, _ in self.crops:
+            groups.append(torch.from_numpy(np.stack(crops[first : first + count])))
+            first += count
         return groups, self.utt_labels.get(utt, -1), index
+
+
+def crop_bytes(crops: Sequence[tuple[int, int]], dtype: torch.dtype = torch.int16) -> int:
+    """Bytes of one utterance's crops for a crop plan ``[(count, samples), ...]``."""
+    return sum(count * samples for count, samples in crops) * dtype.itemsize
+
+
+def crops_to_device(crops: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of crops on ``device`` as float32 samples: int16 ones (:class:`CropDataset`)
+    are uploaded as int16 (half the bytes) and converted there; float ones are used as
+    they are. Exact: int16 -> float32 and the power-of-two scale lose nothing."""
+    crops = crops.to(device, non_blocking=True)
+    if crops.dtype == torch.int16:
+        return crops.float().mul_(1.0 / INT16_SCALE)
+    return crops
+
+
+def prefetch_factor(
+    batch_bytes: int, num_workers: int, budget_bytes: int = SHM_BUDGET_BYTES
+) -> int:
+    """Batches each loader worker prepares ahead: as many as fit ``budget_bytes`` of shared
+    memory with every worker's batches in flight (``num_workers`` x prefetch x
+    ``batch_bytes``), at least 1 and at most :data:`MAX_PREFETCH`."""
+    if num_workers < 1:
+        raise ValueError("prefetch needs loader workers (without, DataLoader takes None)")
+    return max(1, min(MAX_PREFETCH, budget_bytes // (num_workers * max(1, batch_bytes))))
+
+
+def loader_prefetch(
+    batch_bytes: int, num_workers: int, budget_bytes: int = SHM_BUDGET_BYTES
+) -> int:
+    """:func:`prefetch_factor`, logging the shared memory the loader's workers may then hold,
+    and warning when even one batch per worker is over the budget."""
+    factor = prefetch_factor(batch_bytes, num_workers, budget_bytes)
+    bound = num_workers * factor * batch_bytes
+    gib = 2**30
+    log.info(
+        "data loader: %d workers x prefetch %d x %.1f MiB batches: at most %.2f GiB of shared "
+        "memory (/dev/shm) in flight per process (budget %.2f GiB)",
+        num_workers, factor, batch_bytes / 2**20, bound / gib, budget_bytes / gib,
+    )  # fmt: skip
+    if bound > budget_bytes:
+        fitting = budget_bytes // batch_bytes
+        log.warning(
+            "data loader: one %.1f MiB batch per worker already needs %.2f GiB of shared "
+            "memory, over the %.2f GiB budget; a small /dev/shm fails with 'Bus error': "
+            "lower train.num_workers (%d fit) or enlarge /dev/shm (docker --shm-size)",
+            batch_bytes / 2**20, bound / gib, budget_bytes / gib, fitting,
+        )  # fmt: skip
+    return factor
 
 
 class GlobalBatchSampler(Sampler):
