@@ -35,7 +35,7 @@ from sslsv.backend import CosineBackend
 from sslsv.calibration import Calibration
 from sslsv.config.schema import Config, ExtractConfig
 from sslsv.errors import DataError
-from sslsv.extraction import mean_of_crops, take_crops
+from sslsv.extraction import check_device, cudnn_benchmark, mean_of_crops, take_crops
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import load_payload, model_fingerprint, model_from_payload
 
@@ -72,10 +72,12 @@ class SpeakerModel:
         calibration: Calibration | None = None,
         card: str = "",
     ) -> None:
-        self.model = model.to(device).eval()
-        self.cfg = cfg
-        self.device = torch.device(device)
+        # Checked first: a missing GPU is one line naming the device, not torch's error.
+        self.device = check_device(device)
+        # From the weights where they are (the CPU, from load_model): no copy back.
         self.fingerprint = model_fingerprint(model.state_dict())
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
         self.backend = CosineBackend(mean)
         self.card = card
         self.calibration = None
@@ -150,10 +152,12 @@ class SpeakerModel:
             by_length: dict[int, list[int]] = {}
             for i, wave in enumerate(waves):
                 by_length.setdefault(len(wave), []).append(i)
-            for indices in by_length.values():
-                for start in range(0, len(indices), options.batch_size):
-                    chunk = indices[start : start + options.batch_size]
-                    out[chunk] = self._forward(np.stack([waves[i] for i in chunk]))
+            # One shape per length: cuDNN autotuning would tune again for each.
+            with cudnn_benchmark(False):
+                for indices in by_length.values():
+                    for start in range(0, len(indices), options.batch_size):
+                        chunk = indices[start : start + options.batch_size]
+                        out[chunk] = self._forward(np.stack([waves[i] for i in chunk]))
             return out
         crop = round(options.crop_seconds * self.sample_rate)
         per_batch = max(1, options.batch_size // options.num_crops)
@@ -228,8 +232,12 @@ def load_model(
     calibration: str | os.PathLike | None = None,
 ) -> SpeakerModel:
     """A model file (final.pt, a packaged model.pt, init.pt or a checkpoint; loaded safely,
-    tensors only) ready to embed; ``calibration`` (a JSON file from
-    ``python -m sslsv.bin.calibrate``) overrides one packaged with the model."""
+    tensors only) ready to embed on ``device`` ("cpu", "cuda", "cuda:1", ...; a one-line
+    :class:`sslsv.extraction.DeviceError` when it is not here); ``calibration`` (a JSON
+    file from ``python -m sslsv.bin.calibrate``) overrides one packaged with the model.
+
+    The file is read into CPU memory and only the model moves to ``device``."""
+    check_device(device)  # before reading a large file
     payload = load_payload(path)
     model, cfg = model_from_payload(payload, path)
     mean = payload.get("mean")

@@ -12,12 +12,18 @@ Two protocols:
   forward pass: the path that keeps a GPU busy.
 
 DataLoader workers read the audio (or stored features) and stack the batches ahead of the
-model, in data-dir order; log-mels from audio are computed on the model's device.
+model, in data-dir order; log-mels from audio are computed on the model's device. Whole
+utterances run with cuDNN autotuning off (each new length would be tuned again).
+
+Devices: :func:`check_device` turns a device name into a usable ``torch.device`` or a
+one-line :class:`DeviceError`; :func:`job_device` places job ``j`` of ``--nj`` on a GPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import contextlib
+import os
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +35,67 @@ from sslsv.audio import is_silent, read_audio
 from sslsv.backend.embeddings import read_matrix
 from sslsv.config.schema import ExtractConfig
 from sslsv.datadir.io import read_audio_sources
-from sslsv.errors import DataError
+from sslsv.errors import DataError, UserError
 from sslsv.fileio import read_dict
 from sslsv.models.embedding import EmbeddingModel
+
+
+class DeviceError(UserError, ValueError):
+    """A device that does not exist here (no CUDA, or a GPU index beyond those visible)."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", ...) as a ``torch.device``, checked to exist
+    here (CUDA devices: those that ``CUDA_VISIBLE_DEVICES`` leaves visible), or a one-line
+    :class:`DeviceError` naming it, rather than torch's error deep inside a load."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {device!r}: not a device (cpu, cuda or cuda:N)") from None
+    if resolved.type != "cuda":
+        return resolved
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device {str(device)!r}: CUDA is not available here (no GPU visible, or torch "
+            "built without CUDA); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if resolved.index is not None and resolved.index >= count:
+        raise DeviceError(
+            f"device {str(device)!r}: only {count} CUDA device(s) visible (cuda:0 to "
+            f"cuda:{count - 1}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})"
+        )
+    return resolved
+
+
+def job_device(device: str, job: int, nj: int, device_count: int) -> str:
+    """The device of job ``job`` (1-based) of ``nj``: with ``device`` "cuda", the visible
+    GPUs in turn (job j on ``cuda:(j-1) mod device_count``), so that ``nj`` jobs spread
+    over every GPU instead of all starting a CUDA context on GPU 0; any other device as
+    it is."""
+    if not 1 <= job <= nj:
+        raise ValueError(f"job {job} is not one of 1..{nj}")
+    if device != "cuda":
+        return device
+    if device_count < 1:
+        raise DeviceError("--device cuda: no CUDA device visible here; use --device cpu")
+    return f"cuda:{(job - 1) % device_count}"
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN autotuning on or off inside the block, the previous setting restored after.
+
+    Autotuning pays only when every input has one shape (crops): each new shape is tuned
+    again, which for whole utterances (a new length nearly every time) costs more than it
+    saves. Only the flag changes (``torch.backends.cudnn.flags`` would also reset the
+    other cuDNN settings to its own defaults)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def crop_starts(length: int, crop: int, num_crops: int) -> list[int]:
@@ -126,6 +190,10 @@ def embed_data_dir(
     computing log-mels from ``wav.scp``. Digitally silent utterances are appended to
     ``silent`` when given. ``utts``, when given, embeds only those utterances of the data
     dir (a set, for fast membership tests). Returns the number of utterances.
+
+    Whole utterances (``crop_seconds`` 0) run with cuDNN autotuning off, whatever the
+    caller set (the trainer turns it on for its fixed-size crops); crops keep the caller's
+    setting.
     """
     options = options or ExtractConfig()
     device = torch.device(device)
@@ -141,21 +209,22 @@ def embed_data_dir(
         prefetch_factor=4 if options.num_workers > 0 else None,
     )
     count = 0
-    for utts, x, quiet in loader:
-        if full:
-            utts, quiet = [utts], [quiet]
-        else:
-            x = x.flatten(0, 1)  # (utterances x crops, ...)
-        if silent is not None:
-            silent += [u for u, q in zip(utts, quiet, strict=True) if q]
-        x = x.to(device, non_blocking=True)
-        embeddings = model.forward_features(x) if use_feats else model(x)
-        if not full:
-            embeddings = mean_of_crops(embeddings, len(utts))
-        embeddings = embeddings.float().cpu().numpy()
-        for utt, embedding in zip(utts, embeddings, strict=True):
-            if not np.isfinite(embedding).all():
-                raise DataError(f"utterance {utt!r}: non-finite embedding (broken audio?)")
-            writer(utt, embedding)
-        count += len(utts)
+    with cudnn_benchmark(False) if full else contextlib.nullcontext():
+        for utts, x, quiet in loader:
+            if full:
+                utts, quiet = [utts], [quiet]
+            else:
+                x = x.flatten(0, 1)  # (utterances x crops, ...)
+            if silent is not None:
+                silent += [u for u, q in zip(utts, quiet, strict=True) if q]
+            x = x.to(device, non_blocking=True)
+            embeddings = model.forward_features(x) if use_feats else model(x)
+            if not full:
+                embeddings = mean_of_crops(embeddings, len(utts))
+            embeddings = embeddings.float().cpu().numpy()
+            for utt, embedding in zip(utts, embeddings, strict=True):
+                if not np.isfinite(embedding).all():
+                    raise DataError(f"utterance {utt!r}: non-finite embedding (broken audio?)")
+                writer(utt, embedding)
+            count += len(utts)
     return count

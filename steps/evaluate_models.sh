@@ -13,7 +13,7 @@
 set -euo pipefail
 
 # Begin configuration section.
-nj=4            # embed: parallel jobs
+nj=             # embed: parallel jobs (empty: one per visible GPU with --device cuda, 4 on CPU)
 cmd=local       # embed: where the jobs run (see cmd.sh)
 device=cpu      # embed: cpu or cuda
 train=          # the back end's training set (mean, PLDA, cohort); required

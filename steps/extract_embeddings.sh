@@ -9,9 +9,9 @@ set -euo pipefail
 
 # Begin configuration section.
 config=        # experiment config whose extract: section to use (default: the checkpoint's)
-nj=4           # parallel jobs
+nj=            # parallel jobs; empty: one per visible GPU with --device cuda, 4 on CPU
 cmd=local      # where the jobs run: local, "slurm SBATCH-OPTIONS", "srun SRUN-OPTIONS"
-device=cpu     # cpu or cuda
+device=cpu     # cpu or cuda (job J on visible GPU (J-1) mod <number of GPUs>)
 # End configuration section.
 
 help_message="Usage: $0 [options] <model.pt> <data-dir> <embedding-dir>
@@ -34,5 +34,9 @@ for f in "$model" "$data/wav.scp" ${config:+"$config"}; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
 
+if [ -z "$nj" ] && [ "$device" != cuda ]; then
+  nj=4
+fi
+# Without --nj, sslsv.bin.extract starts one job per GPU that CUDA_VISIBLE_DEVICES leaves visible.
 "$SSLSV_PYTHON" -m sslsv.bin.extract --checkpoint "$model" --data "$data" --output "$dir" \
-  --nj "$nj" --cmd "$cmd" --device "$device" ${config:+--config "$config"}
+  ${nj:+--nj "$nj"} --cmd "$cmd" --device "$device" ${config:+--config "$config"}

@@ -9,9 +9,9 @@
 set -euo pipefail
 
 # Begin configuration section.
-nj=4           # embedding jobs
+nj=            # embedding jobs (empty: one per visible GPU with --device cuda, 4 on CPU)
 cmd=local      # where they run: local, "slurm SBATCH-OPTIONS", "srun SRUN-OPTIONS"
-device=cpu     # cpu or cuda
+device=cpu     # cpu or cuda: the embedding jobs, the clustering (k-means, merging), training
 ngpu=1         # training processes (GPUs; CPU processes with --device cpu)
 train_opts=    # more train.sh options (several nodes), e.g. "--nnodes 2 --rdzv-endpoint H:P"
 # End configuration section.
@@ -45,7 +45,7 @@ embeddings=$(dirname "$seed")/embeddings_$(basename "$seed" .pt)/$(basename "$da
 "$steps/extract_embeddings.sh" --nj "$nj" --cmd "$cmd" --device "$device" --config "$config" \
   "$seed" "$data" "$embeddings"
 "$SSLSV_PYTHON" -m sslsv.bin.cluster --config "$config" --embeddings "$embeddings/embeddings.scp" \
-  --data "$data" --output "$pl_data"
+  --data "$data" --output "$pl_data" --device "$device"
 read -r -a more <<< "$train_opts"
 "$steps/train.sh" --device "$device" --ngpu "$ngpu" --init-model "$seed" \
   --init-embeddings "$embeddings/embeddings.scp" \

@@ -21,6 +21,7 @@ from sslsv.bin import verify as verify_cli
 from sslsv.calibration import fit_calibration
 from sslsv.config.load import config_from_dict
 from sslsv.errors import DataError
+from sslsv.extraction import DeviceError
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import model_fingerprint, model_payload, save_atomic
 
@@ -263,3 +264,35 @@ def test_calibration_of_other_scoring_is_refused(tmp_path):
     cal = calibration_for(ckpt, tmp_path, backend="cosine", norm="none", subtract_mean=True)
     with pytest.raises(DataError, match="subtract_mean True"):
         sslsv.load_model(ckpt, calibration=cal)
+
+
+def test_devices_are_checked_and_the_file_is_read_to_cpu(tmp_path, data, monkeypatch, capsys):
+    """A device (cuda, cuda:1) is checked against the visible GPUs first: one line naming
+    it (before: torch's own error, a traceback). The file is read into CPU memory and only
+    the model moves (the meta device stands in for a GPU)."""
+    ckpt = write_model(tmp_path / "final.pt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="'cuda': CUDA is not available"):
+        sslsv.load_model(ckpt, device="cuda")
+    wav = next(iter(wav_paths(data).values()))
+    assert verify_cli.main(["--checkpoint", str(ckpt), wav, wav, "--device", "cuda:0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'cuda:0': CUDA is not available" in err[0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DeviceError, match=r"'cuda:1': only 1 CUDA device\(s\) visible"):
+        sslsv.load_model(ckpt, device="cuda:1")
+    with pytest.raises(DeviceError, match="'gpu1': not a device"):
+        sslsv.load_model(ckpt, device="gpu1")
+    locations: list = []
+    real_load = torch.load
+
+    def load_spy(*args, **kwargs):
+        locations.append(kwargs.get("map_location"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_spy)
+    on_meta = sslsv.load_model(ckpt, device="meta")
+    assert locations == ["cpu"] and on_meta.device == torch.device("meta")
+    assert {p.device.type for p in on_meta.model.parameters()} == {"meta"}
+    assert on_meta.fingerprint == sslsv.load_model(ckpt).fingerprint

@@ -158,3 +158,33 @@ def test_bad_inputs_are_one_line_errors(data_dir, tmp_path):
     assert "nowhere" in one_line_error(config(tmp_path / "nowhere"))
     one_line_error(load_config(None, TINY), ConfigError)
     one_line_error(config(data_dir, "train.validation.max_trials=1"), ConfigError)
+
+
+@pytest.mark.parametrize("crops", [(0.0, 1), (0.4, 3)])
+def test_whole_utterances_are_embedded_without_cudnn_autotuning(
+    model, data_dir, monkeypatch, crops
+):
+    """The trainer turns cuDNN autotuning on (its crops have one shape); validating whole
+    utterances with it would tune again at every new length: off inside the forward passes,
+    the trainer's setting back afterwards. Fixed-length crops keep it."""
+    crop_seconds, num_crops = crops
+    cfg = config(
+        data_dir,
+        f"train.validation.crop_seconds={crop_seconds}",
+        f"train.validation.num_crops={num_crops}",
+    )
+    validator = Validator(cfg, torch.device("cpu"))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as the trainer leaves it
+    seen: list[bool] = []
+    hook = model.register_forward_pre_hook(
+        lambda module, inputs: seen.append(torch.backends.cudnn.benchmark)
+    )
+    try:
+        validator.run(model)
+    finally:
+        hook.remove()
+    if crop_seconds == 0:
+        assert seen == [False] * 9  # one forward pass per utterance
+    else:
+        assert seen and all(seen)
+    assert torch.backends.cudnn.benchmark

@@ -23,6 +23,8 @@ stage=0
 stop_stage=7
 nj=16
 device=cuda
+extract_nj=""               # embedding jobs (stages 3, 5); empty: one per visible GPU with
+                            # --device cuda (give it with a Slurm --extract-cmd), else $nj
 ngpu=1                      # stage 2 processes per node
 train_opts=""               # more steps/train.sh options, e.g. several nodes:
                             # "--nnodes 2 --node-rank 0 --master-addr HOST"
@@ -68,8 +70,12 @@ done
 if [ "$supervised" = true ]; then
   models+=$'\n'"supervised $supervised_exp/final.pt $supervised_config"
 fi
-# data/vox2_dev_mean: the back end's training set.
-eval_opts=(--nj "$nj" --cmd "$extract_cmd" --device "$device" --train data/vox2_dev_mean)
+if [ -z "$extract_nj" ] && [ "$device" != cuda ]; then
+  extract_nj=$nj
+fi
+# data/vox2_dev_mean: the back end's training set. An empty --nj reaches sslsv.bin.extract as
+# no --nj: one job per visible GPU.
+eval_opts=(--nj "$extract_nj" --cmd "$extract_cmd" --device "$device" --train data/vox2_dev_mean)
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   [ -n "$voxceleb1_root" ] && [ -n "$voxceleb2_root" ] && [ -n "$wav_cache" ] \
@@ -137,7 +143,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   seed_model=$pl_seed
   for round in $(seq 1 "$rounds"); do
     log "stage 3: second stage, round $round of $rounds: seed $seed_model -> ${exp}_pl$round"
-    steps/pseudo_label_round.sh --nj "$nj" --cmd "$extract_cmd" --device "$device" \
+    steps/pseudo_label_round.sh --nj "$extract_nj" --cmd "$extract_cmd" --device "$device" \
       --ngpu "$ngpu" --train-opts "$train_opts" "$pl_config" "$seed_model" data/vox2_dev \
       "data/vox2_dev_pl$round" "${exp}_pl$round"
     seed_model=${exp}_pl$round/final.pt

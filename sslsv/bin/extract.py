@@ -16,6 +16,12 @@ DIR/silent.txt (digitally silent utterances, a warning; --on-silence error:
 an error) and job logs in DIR/log/extract.JOB.log. A rerun redoes exactly the jobs whose
 inputs changed (their utterances' lines, audio or feature files, the model file, the
 protocol) and says what changed.
+
+Devices: with --device cuda, job J of NJ runs on visible GPU (J-1) mod N (N: the GPUs that
+CUDA_VISIBLE_DEVICES leaves visible, as torch counts them), and --nj defaults to N (else 1);
+where no GPU is visible, --device cuda is a one-line error. The model file is read into
+CPU memory and only the model moves to the GPU. Whole utterances run with cuDNN autotuning
+off (a new length nearly every time), crops with it on (one shape).
 """
 
 from __future__ import annotations
@@ -38,11 +44,11 @@ from sslsv.config.load import load_config
 from sslsv.datadir.io import read_audio_sources
 from sslsv.datadir.tools import split_data_dir
 from sslsv.errors import DataError
-from sslsv.extraction import embed_data_dir
+from sslsv.extraction import check_device, cudnn_benchmark, embed_data_dir, job_device
 from sslsv.fileio import atomic_write, read_dict, write_table
 from sslsv.locks import output_lock
 from sslsv.models.embedding import EmbeddingModel
-from sslsv.parallel import python_module, run_jobs
+from sslsv.parallel import parse_cmd, python_module, run_jobs
 from sslsv.reuse import files_identity, outdated_jobs, stamping, text_digest
 from sslsv.train.checkpoint import load_model
 
@@ -71,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data dir (wav.scp, optionally feats.scp)")
     p.add_argument("--output", required=True, help="output dir for embeddings.scp + arks")
     p.add_argument("--config", help="experiment config whose extract: section to use")
-    p.add_argument("--nj", type=cli.at_least(int, 1), default=1, help="parallel jobs")
+    p.add_argument(
+        "--nj",
+        type=cli.at_least(int, 1),
+        help="parallel jobs (default: one per visible GPU with --device cuda, else 1)",
+    )
     p.add_argument("--cmd", default="local", help="launcher of the jobs (see cmd.sh)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument(
@@ -94,17 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def default_nj(device: str) -> int:
+    """``--nj`` when not given: one job per visible GPU with ``--device cuda``, else 1."""
+    return max(1, torch.cuda.device_count()) if device == "cuda" else 1
+
+
 def run_job(args: argparse.Namespace, given: dict) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model, cfg = load_model(args.checkpoint, args.device)
+    device = args.device
+    if device == "cuda":
+        check_device(device)  # one line where this job's machine has no GPU
+        device = job_device(device, args.job, args.nj, torch.cuda.device_count())
+        # The current device too, not only the tensors': pinned host memory (the
+        # DataLoader's) and anything else that uses the current device would otherwise open
+        # a second CUDA context on GPU 0 in every job.
+        torch.cuda.set_device(device)
+    log.info("job %d of %d: device %s", args.job, args.nj, device)
+    model, cfg = load_model(args.checkpoint, device)
     section = load_config(args.config).extract if args.config else cfg.extract
     if "num_workers" not in given and args.device == "cpu":
         given["num_workers"] = 0  # reading is cheap next to a CPU forward pass
     options = dataclasses.replace(section, **given)
-    if args.device == "cuda" and options.crop_seconds > 0:
-        # Crops all have one shape: autotuned kernels pay (whole utterances would retune at
-        # every new length).
-        torch.backends.cudnn.benchmark = True
+    # Crops all have one shape: autotuned kernels pay. Whole utterances would be tuned
+    # again at every new length (embed_data_dir turns it off for them).
+    autotune = args.device == "cuda" and options.crop_seconds > 0
     out_dir = Path(args.output)
     split = out_dir / f"split{args.nj}" / str(args.job)
     ark = out_dir / f"embeddings.{args.job}.ark"
@@ -112,8 +135,8 @@ def run_job(args: argparse.Namespace, given: dict) -> None:
     tmp_scp = scp.with_name(scp.name + ".tmp")
     silent: list[str] = []
     use_feats = args.source == "feats"
-    with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
-        n = embed_data_dir(model, split, use_feats, args.device, writer, options, silent)
+    with cudnn_benchmark(autotune), kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
+        n = embed_data_dir(model, split, use_feats, device, writer, options, silent)
     with atomic_write(scp.with_name(f"embeddings.{args.job}.silent")) as f:
         f.writelines(f"{utt}\n" for utt in silent)
     os.replace(tmp_scp, scp)
@@ -166,6 +189,13 @@ def job_inputs(part: Path, use_feats: bool, model: dict, protocol: dict) -> dict
 
 def extract(args: argparse.Namespace) -> None:
     given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    if args.job is None and args.device == "cuda" and parse_cmd(args.cmd)[0] == "local":
+        # Here, before any job starts; jobs sent elsewhere (Slurm) check on their machine.
+        check_device(args.device)
+    if args.nj is None:
+        args.nj = default_nj(args.device)
+        if args.device == "cuda" and args.job is None:
+            log.info("--nj not given: %d job(s), one per visible GPU", args.nj)
     if args.job is not None:
         run_job(args, given)
         return

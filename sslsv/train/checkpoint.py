@@ -162,10 +162,12 @@ def model_fingerprint(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_payload(path: str | os.PathLike, device: str = "cpu") -> dict:
-    """A model file's contents (safely: tensors and plain values only), checked to be one."""
+def load_payload(path: str | os.PathLike) -> dict:
+    """A model file's contents (safely: tensors and plain values only), checked to be one,
+    in CPU memory: a training checkpoint also holds the optimizer state and the SSPS
+    memory, which have no business on the GPU of a job that only embeds."""
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = load_safe(path)
     except Exception as e:  # missing, truncated, foreign or code-carrying files all land here
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"not a readable sslsv checkpoint: {path} ({reason})") from None
@@ -175,7 +177,8 @@ def load_payload(path: str | os.PathLike, device: str = "cpu") -> dict:
 
 
 def model_from_payload(payload: dict, path: str | os.PathLike) -> tuple[EmbeddingModel, Config]:
-    """The model (eval mode, on the payload's device) and config a model file holds."""
+    """The model (eval mode, on the payload's device: the CPU) and config a model file
+    holds."""
     cfg = config_from_dict(payload["config"], source=str(path))
     model = EmbeddingModel(cfg)
     try:
@@ -186,8 +189,10 @@ def model_from_payload(payload: dict, path: str | os.PathLike) -> tuple[Embeddin
     return model.eval(), cfg
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[EmbeddingModel, Config]:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[EmbeddingModel, Config]:
     """Load ``final.pt``/``init.pt``, a packaged ``model.pt`` or a training checkpoint
-    (safely: tensors only)."""
-    model, cfg = model_from_payload(load_payload(path, device), path)
+    (safely: tensors only) into CPU memory; only the model then moves to ``device``."""
+    model, cfg = model_from_payload(load_payload(path), path)
     return model.to(device), cfg

@@ -104,7 +104,12 @@ class Validator:
 
     def embed(self, model: EmbeddingModel) -> np.ndarray:
         """(utterances, D) embeddings of :attr:`utts`, in that order, by ``model`` in eval
-        mode under ``torch.inference_mode``; the model's train/eval mode is restored."""
+        mode under ``torch.inference_mode``; the model's train/eval mode is restored.
+
+        Whole utterances (``crop_seconds`` 0, the default) run with cuDNN autotuning off,
+        which the trainer turns on for its fixed-size training crops: every new utterance
+        length would be tuned again. :func:`embed_data_dir` does it, restoring the setting;
+        fixed-length crops keep it."""
         was_training = model.training
         out: dict[str, np.ndarray] = {}
         model.eval()
