@@ -44,6 +44,11 @@ def full_precision(device_type: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32, or as it is when it is already wider (float64 in gradient checks)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def enable_tf32() -> None:
     """TF32 tensor cores for the float32 products of a CUDA run (encoder layers in fp32
     runs, k-means distances): about 8x the float32 rate on an A100/H100, with a 10-bit

@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sslsv.devices import full_precision
+from sslsv.devices import at_least_float32, full_precision
 
 
 def margin_logits_loss(
@@ -65,9 +65,12 @@ def nt_xent_am_with_accuracy(
     negatives each). Asymmetric: view-1 anchors against view-2 candidates only (N - 1).
     """
     with full_precision(z1.device.type):
-        z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
-        z1_all = z1 if z1_all is None else F.normalize(z1_all.float(), dim=-1)
-        z2_all = z2 if z2_all is None else F.normalize(z2_all.float(), dim=-1)
+        z1, z2 = (
+            F.normalize(at_least_float32(z1), dim=-1),
+            F.normalize(at_least_float32(z2), dim=-1),
+        )
+        z1_all = z1 if z1_all is None else F.normalize(at_least_float32(z1_all), dim=-1)
+        z2_all = z2 if z2_all is None else F.normalize(at_least_float32(z2_all), dim=-1)
         n, total = z1.shape[0], z1_all.shape[0]
         local = torch.arange(n, device=z1.device) + offset
         if not symmetric:
@@ -134,7 +137,7 @@ def aam_softmax_with_accuracy(
     centres of class c in columns ``c * subcenters ... (c + 1) * subcenters - 1``; a class's
     cosine is that of its nearest centre (sub-centre ArcFace, robust to noisy labels)."""
     with full_precision(cos.device.type):
-        cos = cos.float()
+        cos = at_least_float32(cos)
         if subcenters > 1:
             cos = cos.unflatten(1, (-1, subcenters)).amax(dim=2)
         accuracy = (cos.argmax(dim=1) == labels).float().mean()
@@ -160,8 +163,8 @@ def dino_loss(
     """
     crops_t, batch = teacher.shape[0], teacher.shape[1]
     with full_precision(student.device.type):
-        q = F.softmax((teacher.float() - center.float()) / teacher_temperature, dim=-1)
-        log_p = F.log_softmax(student.float() / student_temperature, dim=-1)
+        q = F.softmax((at_least_float32(teacher) - center) / teacher_temperature, dim=-1)
+        log_p = F.log_softmax(at_least_float32(student) / student_temperature, dim=-1)
         cross = -torch.einsum("tbk,sbk->ts", q, log_p) / batch  # (T, S) mean over the batch
         # Teacher crop t is student crop t: eye on the device (no scalar copied to it).
         same = torch.eye(crops_t, cross.shape[1], dtype=torch.bool, device=cross.device)

@@ -177,3 +177,48 @@ def test_global_batchnorm_keeps_frozen_copies_frozen():
     module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).requires_grad_(False)
     converted = distributed.convert_to_global_batchnorm(module)
     assert not any(p.requires_grad for p in converted.parameters())
+
+
+def compile_worker(rank, world, port, out_path):
+    """Dynamo's view of an encoder with global batch norm, in a real process group."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=90))
+    try:
+        small = "encoder.args={channels: [4, 8], blocks: [1, 1], embed_dim: 16}"
+        cfg = load_config(None, ["encoder.name=resnet", small])
+        torch.manual_seed(0)
+        model = distributed.convert_to_global_batchnorm(EmbeddingModel(cfg)).train()
+        feats = torch.randn(4, 40, 50, generator=torch.Generator().manual_seed(rank))
+        explained = torch._dynamo.explain(model.encoder)(feats)
+        torch.save([explained.graph_count, explained.graph_break_count], f"{out_path}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_batchnorm_compiles_into_one_graph_across_processes(tmp_path):
+    """torch.compile breaks its graph at every SyncBatchNorm; the trainer uses GlobalBatchNorm
+    when it compiles on several processes: one graph, no break (Dynamo's explain)."""
+    out = tmp_path / "explain.pt"
+    mp.spawn(compile_worker, args=(2, free_port(), str(out)), nprocs=2)
+    for rank in (0, 1):
+        assert torch.load(f"{out}.{rank}", weights_only=True) == [1, 0]
+
+
+def test_global_batchnorm_takes_bf16_statistics_in_float32():
+    """Sums of bf16 activations in bf16 would lose all but 8 bits; in one process the
+    module is plain batch norm, so compare its statistics code through a fake group."""
+    bn = distributed.GlobalBatchNorm(3)
+    x = torch.randn(64, 3, 10, generator=torch.Generator().manual_seed(0)) * 5 + 100
+    reference = torch.nn.functional.batch_norm(x.double(), None, None, training=True)
+    real = distributed.is_distributed
+    distributed_fn = distributed.dist_fn.all_reduce
+    try:
+        distributed.is_distributed = lambda: True
+        distributed.dist_fn.all_reduce = lambda t: t  # one process: the sum is its own
+        y = bn(x.bfloat16())
+    finally:
+        distributed.is_distributed = real
+        distributed.dist_fn.all_reduce = distributed_fn
+    # Within bf16's rounding of the output (and of the input: 100 +- 5 keeps ~3 digits).
+    torch.testing.assert_close(y.double(), reference, rtol=0, atol=0.1)
+    assert y.dtype == torch.bfloat16

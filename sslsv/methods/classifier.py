@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslsv.config.schema import Config
-from sslsv.devices import full_precision
+from sslsv.devices import at_least_float32, full_precision
 from sslsv.losses import aam_softmax_with_accuracy
 from sslsv.methods import StepInfo, register_method
 from sslsv.models.embedding import EmbeddingModel
@@ -59,7 +59,7 @@ class Classifier(nn.Module):
         embeddings = self.model.forward_features(feats[:, 0])
         with full_precision(embeddings.device.type):  # float32 cosines, also under bf16
             cos = F.linear(
-                F.normalize(embeddings.float(), dim=-1), F.normalize(self.centres, dim=-1)
+                F.normalize(at_least_float32(embeddings), dim=-1), F.normalize(self.centres, dim=-1)
             )
             loss, accuracy = aam_softmax_with_accuracy(
                 cos, labels, self.loss_cfg.scale, margin, self.subcenters

@@ -45,7 +45,7 @@ from torch import nn
 
 from sslsv import distributed
 from sslsv.config.schema import Config
-from sslsv.devices import full_precision
+from sslsv.devices import at_least_float32, full_precision
 from sslsv.errors import ConfigError
 from sslsv.losses import dino_loss
 from sslsv.methods import StepInfo, ema_update, register_method
@@ -92,8 +92,8 @@ class DINOHead(nn.Module):
         # The logits to the prototypes in float32, also under bf16: divided by a teacher
         # temperature of 0.04 they are the loss's input, and bf16 would round them by ~0.1.
         with full_precision(x.device.type):
-            x = F.normalize(x.float(), dim=-1)
-            return F.linear(x, F.normalize(self.prototypes.float(), dim=1))
+            x = F.normalize(at_least_float32(x), dim=-1)
+            return F.linear(x, F.normalize(self.prototypes, dim=1))
 
 
 @register_method("dino")

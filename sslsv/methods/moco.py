@@ -20,7 +20,7 @@ from torch import nn
 
 from sslsv import distributed
 from sslsv.config.schema import Config
-from sslsv.devices import full_precision
+from sslsv.devices import at_least_float32, full_precision
 from sslsv.losses import margin_logits_loss
 from sslsv.methods import StepInfo, ema_update, make_projector, register_method
 from sslsv.methods.ssps import PositiveSampler
@@ -111,8 +111,8 @@ class MoCo(nn.Module):
         losses, accuracies = [], []
         with full_precision(queries.device.type):  # float32 cosines, also under bf16
             for qv, kv in pairs:
-                query = q[qv].float()
-                positive = (query * keys[kv].float()).sum(dim=1, keepdim=True)
+                query = at_least_float32(q[qv])
+                positive = (query * keys[kv]).sum(dim=1, keepdim=True)
                 negatives = query @ self.queue[kv].clone().T
                 cos = torch.cat([positive, negatives], dim=1)
                 target = torch.zeros(batch, dtype=torch.long, device=cos.device)

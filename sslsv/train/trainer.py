@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -32,13 +31,20 @@ from sslsv.augment.build import build_augmenter
 from sslsv.augment.specmask import apply_masks, masking_enabled, sample_masks
 from sslsv.config.load import config_to_dict, save_config
 from sslsv.config.schema import Config
+from sslsv.devices import enable_tf32
 from sslsv.errors import ConfigError, DataError, UserError
 from sslsv.fileio import atomic_write
 from sslsv.losses import margin_at
 from sslsv.methods import StepInfo, build_method, crop_plan, method_class, needs_labels
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train import checkpoint, signals
-from sslsv.train.dataset import CropDataset, GlobalBatchSampler, check_training_audio
+from sslsv.train.dataset import (
+    CropDataset,
+    GlobalBatchSampler,
+    check_training_audio,
+    crops_to_device,
+    loader_prefetch,
+)
 from sslsv.train.seed import class_means, start_from_model
 from sslsv.train.validation import Validator
 
@@ -89,6 +95,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        if self.device.type == "cuda":
+            enable_tf32()  # the losses' products opt out (sslsv.devices.full_precision)
         rate = cfg.features.sample_rate  # every reader resamples to it
         method_cls = method_class(cfg)
         # (crops, samples) per crop length: one group, or DINO's global and local crops.
@@ -118,9 +126,11 @@ class Trainer:
         if self.rank == 0:
             self._init_state = {k: v.clone() for k, v in _model_state(self.method).items()}
         if self.world > 1 and tc.sync_batchnorm:
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and not tc.compile:
                 self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
             else:
+                # On the CPU, and compiled: torch.compile breaks its graph at every
+                # SyncBatchNorm; GlobalBatchNorm computes the same statistics and compiles.
                 self.method = distributed.convert_to_global_batchnorm(self.method)
         params = [p for p in self.method.parameters() if p.requires_grad]
         if not params:
@@ -138,13 +148,19 @@ class Trainer:
             len(self.dataset), tc.batch_size, tc.seed, self.rank, self.world
         )
         self.steps_per_epoch = self.sampler.steps_per_epoch()
+        # Workers pass batches through shared memory: prefetch only as deep as a budget
+        # allows (DINO's int16 batch of 256 is 131 MB: 8 workers x 1 fit 1 GiB).
+        prefetch = None
+        if tc.num_workers > 0:
+            batch_bytes = tc.batch_size // self.world * self.dataset.item_bytes()
+            prefetch = loader_prefetch(batch_bytes, tc.num_workers)
         self.loader = DataLoader(
             self.dataset,
             batch_sampler=self.sampler,
             num_workers=tc.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=tc.num_workers > 0,
-            prefetch_factor=4 if tc.num_workers > 0 else None,
+            prefetch_factor=prefetch,
             # Stopping is the main process's decision (it then ends the workers).
             worker_init_fn=signals.ignore_stop_signals if tc.num_workers > 0 else None,
         )
@@ -166,9 +182,7 @@ class Trainer:
         # What the step calls: the method itself, or its DDP wrapper (gradient all-reduce).
         self.method_step = self.method
         if self.world > 1:
-            self.method_step = DistributedDataParallel(
-                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
+            self.method_step = distributed.data_parallel(self.method, self.device)
         if tc.compile:
             for module in self.method.modules():
                 if isinstance(module, EmbeddingModel):  # DINO: student and teacher
@@ -236,6 +250,11 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        # The CUDA generator of this process's device only, so that the checkpoint resumes
+        # on any number of processes (every rank restores it on its own device; the draws
+        # that matter come from seeded generators, and a shuffle drawn on the device is
+        # broadcast from rank 0).
+        rng_cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
         return {
             "config": config_to_dict(self.cfg),
             "model": _model_state(self.method),
@@ -247,7 +266,7 @@ class Trainer:
             "best_validation": list(self.best) if self.best else [],
             "world_size": self.world,
             "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_cuda": rng_cuda,
         }
 
     def _resume(self) -> None:
@@ -261,8 +280,10 @@ class Trainer:
         best = state.get("best_validation")
         self.best = (float(best[0]), int(best[1])) if best else None
         torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if state["rng_cuda"] and self.device.type == "cuda":
+            # Rank 0's device state, saved by a run of any size (one state per visible GPU in
+            # checkpoints written before; the first is rank 0's device).
+            torch.cuda.set_rng_state(state["rng_cuda"][0], self.device)
 
     def save(self, epoch_end: bool) -> Path | None:
         """Rank 0: write the training state at the current position; returns its path."""
@@ -331,7 +352,7 @@ class Trainer:
         labels) and training-set indices; returns (loss, accuracy, margin)."""
         tc = self.cfg.train
         groups = [crops] if isinstance(crops, torch.Tensor) else list(crops)
-        groups = [g.to(self.device, non_blocking=True) for g in groups]
+        groups = [crops_to_device(g, self.device) for g in groups]  # int16 -> float32 there
         if labels is not None:
             labels = labels.to(self.device, non_blocking=True)
         if indices is not None:
