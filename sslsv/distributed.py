@@ -97,10 +97,12 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     Each process sums its x and x^2 per channel, one autograd-aware all-reduce adds them up,
     and every process normalises with the same mean and (biased) variance, as one process
     would on the whole batch. ``torch.nn.SyncBatchNorm`` does the same with fused kernels,
-    but on GPUs only, and ``torch.compile`` breaks its graph at every one of them (a
-    ResNet-34 is then compiled as dozens of small graphs); this module compiles into the
-    encoder's one graph (measured on 2 gloo processes: tests/test_distributed.py). Sums are
-    taken in float32 at least, also for bf16 activations.
+    but it drops empty inputs' statistics by boolean-mask indexing, a host synchronisation
+    in every layer of every step, and ``torch.compile`` breaks its graph at every one of
+    them (a ResNet-34 is then compiled as dozens of small graphs); this module makes the
+    host wait nowhere and compiles into the encoder's one graph (measured on 2 gloo
+    processes: tests/test_distributed.py). Sums are taken in float32 at least, also for
+    bf16 activations.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:

@@ -126,12 +126,11 @@ class Trainer:
         if self.rank == 0:
             self._init_state = {k: v.clone() for k, v in _model_state(self.method).items()}
         if self.world > 1 and tc.sync_batchnorm:
-            if self.device.type == "cuda" and not tc.compile:
-                self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
-            else:
-                # On the CPU, and compiled: torch.compile breaks its graph at every
-                # SyncBatchNorm; GlobalBatchNorm computes the same statistics and compiles.
-                self.method = distributed.convert_to_global_batchnorm(self.method)
+            # Not torch.nn.SyncBatchNorm, on GPUs too: it indexes its gathered statistics
+            # with a boolean mask (a host synchronisation in every layer of every step), and
+            # torch.compile breaks its graph at each one. GlobalBatchNorm computes the same
+            # statistics with one all-reduce, and compiles.
+            self.method = distributed.convert_to_global_batchnorm(self.method)
         params = [p for p in self.method.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(
