@@ -14,6 +14,9 @@ mean of crops crop before calling.
 - ONNX: ``torch.onnx.export(dynamo=True)`` (torch.export, then onnxscript), opset
   :data:`ONNX_OPSET`, weights inside the one file. The metadata is in the model's
   ``metadata_props`` (key ``sslsv``).
+
+:func:`export_model` writes a file (atomically); :func:`export_verified`, what the command
+uses, also checks it against the eager model before it takes the file's name.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -96,7 +100,7 @@ def export_onnx(graph: InferenceGraph, cfg: Config, path: Path, meta: dict) -> N
 
     batch = torch.export.Dim("batch", min=1)
     samples = torch.export.Dim("samples", min=min_samples(cfg))
-    tmp = path.with_name(path.name + ".tmp.onnx")
+    tmp = _temporary(path)  # unique: two exports to one file never write the same temporary
     try:
         program = torch.onnx.export(
             graph,
@@ -112,9 +116,27 @@ def export_onnx(graph: InferenceGraph, cfg: Config, path: Path, meta: dict) -> N
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         onnx.save_model(proto, os.fspath(tmp))
+        _sync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temporary(path: Path) -> Path:
+    """A new empty file beside ``path`` (hidden, unique), with the permissions a plain
+    ``open`` would give (mkstemp makes it private)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
+def _sync(path: Path) -> None:
+    """On disk before the rename that publishes it: a power cut must not leave it empty."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def export_model(
@@ -135,6 +157,36 @@ def export_model(
         warnings.simplefilter("ignore")
         (export_torchscript if fmt == "torchscript" else export_onnx)(graph, cfg, path, meta)
     return meta
+
+
+def export_verified(
+    model: EmbeddingModel,
+    cfg: Config,
+    fmt: str,
+    path: str | os.PathLike,
+    fingerprint: str,
+    waves: list[np.ndarray],
+) -> tuple[dict, float]:
+    """Export ``model`` to a temporary file beside ``path``, check it on ``waves`` (see
+    :func:`parity_error`) with its own runtime, and only then rename it to ``path``: a
+    failed check, an error or a kill leaves ``path`` as it was (or absent), never an
+    unchecked or half-written file. Returns the metadata and the parity error."""
+    path = Path(path)
+    tmp = _temporary(path)
+    try:
+        meta = export_model(model, cfg, fmt, tmp, fingerprint)
+        error = parity_error(model, load_exported(tmp, fmt), waves)
+        if not error <= PARITY_TOLERANCE:  # NaN fails too
+            raise DataError(
+                f"{path}: exported embeddings differ from the eager model's by {error:.2e} "
+                f"(tolerance {PARITY_TOLERANCE:g}); not written (an existing {path.name} is "
+                "left as it was)"
+            )
+        _sync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return meta, error
 
 
 def load_exported(path: str | os.PathLike, fmt: str):  # -> Callable[[np.ndarray], np.ndarray]

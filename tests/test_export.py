@@ -1,7 +1,9 @@
 """Export: TorchScript and ONNX files equal the eager model (front end inside), for every
 registered encoder, several lengths, batch > 1, and run in a process without sslsv."""
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import soundfile as sf
 import torch
 from conftest import SHARED_DATA
 
+import sslsv.export
 from sslsv.bin import export as export_cli
 from sslsv.config.load import config_from_dict
 from sslsv.export import InferenceGraph, export_model
@@ -160,3 +163,79 @@ def _plain(cfg) -> dict:
     import dataclasses
 
     return dataclasses.asdict(cfg)
+
+
+def _stats_checkpoint(tmp_path: Path) -> Path:
+    """The quickest model to export (the stats encoder: under a second)."""
+    model, cfg = build("stats")
+    ckpt = tmp_path / "final.pt"
+    save_atomic(model_payload(json.loads(json.dumps(_plain(cfg))), model.state_dict()), ckpt)
+    return ckpt
+
+
+def test_export_outputs_that_destroy_the_model_or_cannot_be_written_are_one_line(tmp_path, capsys):
+    """Refused before anything is read or written, one line, exit 1: OUTPUT is the model
+    file (before: replaced by the TorchScript file, exit 0) or a link to it, a folder, or
+    lies under a regular file."""
+    ckpt = _stats_checkpoint(tmp_path)
+    model_bytes = ckpt.read_bytes()
+    (tmp_path / "link.pt").symlink_to(ckpt)
+    (tmp_path / "folder").mkdir()
+    for out, why in (
+        (ckpt, f"--output {ckpt} is the input --checkpoint"),
+        (tmp_path / "link.pt", f"--output {tmp_path / 'link.pt'} is the input --checkpoint"),
+        (tmp_path / "folder", f"--output {tmp_path / 'folder'}: is a folder; name a file"),
+        (ckpt / "m.ts", f"--output {ckpt / 'm.ts'}: {ckpt} is not a folder"),
+    ):
+        args = ["--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(out)]
+        assert export_cli.main(args) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+    assert ckpt.read_bytes() == model_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt", "folder", "link.pt"]
+    assert not any((tmp_path / "folder").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_export_into_a_read_only_folder_is_one_line(tmp_path, capsys):
+    ckpt = _stats_checkpoint(tmp_path)
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        args = ["--checkpoint", str(ckpt), "--format", "onnx", "--output", str(locked / "m")]
+        assert export_cli.main(args) == 1
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "permission denied" in err[0], err
+
+
+@pytest.mark.parametrize("failure", ["parity", "crash"])
+def test_a_failed_export_leaves_the_old_file(tmp_path, monkeypatch, capsys, failure):
+    """The file is checked under a temporary name and renamed only once it passes: a parity
+    failure or a crash while checking (here: reading it back fails) leaves the previous
+    OUTPUT as it was and no temporary beside it (before: OUTPUT replaced first, then
+    removed on a parity failure, or left unchecked after a crash)."""
+    ckpt = _stats_checkpoint(tmp_path)
+    out = tmp_path / "m.ts"
+    out.write_bytes(b"the previous export\n")
+    if failure == "parity":
+        worse = lambda *a: 1.0  # noqa: E731
+        monkeypatch.setattr(sslsv.export, "parity_error", worse)
+        monkeypatch.setattr(export_cli, "parity_error", worse, raising=False)  # older command
+    else:
+
+        def crash(path, fmt):
+            raise OSError(errno.EIO, "read back failed (test)", str(path))
+
+        monkeypatch.setattr(sslsv.export, "load_exported", crash)
+        monkeypatch.setattr(export_cli, "load_exported", crash, raising=False)
+    args = ["--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(out)]
+    assert export_cli.main(args) == 1
+    assert out.read_bytes() == b"the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt", "m.ts"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    if failure == "parity":
+        assert "differ from the eager model's by 1.00e+00" in err[0] and "not written" in err[0]

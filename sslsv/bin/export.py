@@ -12,9 +12,11 @@ the log-mel front end and the per-utterance normalisation inside. It needs only 
 front-end settings, model fingerprint) is inside the file: the extra file ``sslsv.json``
 (TorchScript) or the ``sslsv`` metadata entry (ONNX).
 
-Before it returns, the written file is loaded with its own runtime and run on random audio
-of three lengths (batch 2); an embedding that differs from the eager model's by more than
-1e-4 is an error (the file is then removed).
+The file is written under a temporary name beside OUTPUT, loaded with its own runtime and
+run on random audio of three lengths (batch 2), and renamed to OUTPUT only if every
+embedding is within 1e-4 of the eager model's; otherwise (and after any error or a kill)
+OUTPUT is as it was, or absent. OUTPUT may not be the model file (also through a link) nor
+a folder, and must be writable where it is: each a one-line error before anything is read.
 """
 
 from __future__ import annotations
@@ -28,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from sslsv import cli
-from sslsv.errors import DataError
-from sslsv.export import FORMATS, PARITY_TOLERANCE, export_model, load_exported, parity_error
+from sslsv.export import FORMATS, export_verified
 from sslsv.train.checkpoint import load_model, model_fingerprint
 
 log = logging.getLogger("export")
@@ -47,22 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export(args: argparse.Namespace) -> None:
+    cli.check_io(inputs={"--checkpoint": args.checkpoint}, files={"--output": args.output})
     model, cfg = load_model(args.checkpoint)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = export_model(model, cfg, args.format, output, model_fingerprint(model.state_dict()))
     rng = np.random.default_rng(0)
     rate = cfg.features.sample_rate
     waves = [
         (0.1 * rng.standard_normal((2, round(s * rate)))).astype(np.float32) for s in CHECK_SECONDS
     ]
-    error = parity_error(model, load_exported(output, args.format), waves)
-    if error > PARITY_TOLERANCE:
-        output.unlink(missing_ok=True)
-        raise DataError(
-            f"{output}: exported embeddings differ from the eager model's by {error:.2e} "
-            f"(tolerance {PARITY_TOLERANCE:g}); file removed"
-        )
+    fingerprint = model_fingerprint(model.state_dict())
+    meta, error = export_verified(model, cfg, args.format, output, fingerprint, waves)
     log.info(
         "%s: %s, %d-d embeddings of %d Hz waveforms; max difference to eager %.1e on %s s",
         output,
