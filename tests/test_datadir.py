@@ -18,6 +18,7 @@ from sslsv.datadir.io import (
     read_segments,
     read_trials,
     read_wav_scp,
+    sanitize_id,
     write_trials,
 )
 from sslsv.datadir.tools import combine_data_dirs, compute_utt2dur, split_data_dir, subset_data_dir
@@ -185,6 +186,59 @@ def test_validate_warns_when_ids_not_prefixed(tmp_path: Path) -> None:
     warnings = validate_data_dir(d, check_wav_exists=False)
     assert any("do not start with their speaker id" in w for w in warnings)
     assert any("not sorted by speaker" in w for w in warnings)
+
+
+def test_validate_segments_past_the_end_of_their_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """By the headers (the validate command), or by reco2dur without audio checks; within
+    training's tolerance (0.05 s) a segment may end past the end, as segment times are
+    rounded. Before: valid, and training left the utterances out."""
+    sf.write(tmp_path / "r.wav", np.zeros(RATE, dtype=np.float32), RATE)  # 1 s
+    d = tmp_path / "d"
+    d.mkdir()
+    write_lines(d / "wav.scp", [f"r {tmp_path / 'r.wav'}"])
+    write_lines(d / "utt2spk", ["r-0 r", "r-1 r", "r-2 r"])
+    write_lines(d / "spk2utt", ["r r-0 r-1 r-2"])
+    write_lines(d / "segments", ["r-0 r 0 0.5", "r-1 r 0.5 1.04", "r-2 r 0.5 -1"])
+    validate_data_dir(d)
+    write_lines(d / "segments", ["r-0 r 0 0.5", "r-1 r 0.5 1.2", "r-2 r 1.5 -1"])
+    assert datadir_cli.main(["validate", str(d)]) == 1
+    err = capsys.readouterr().err
+    assert "segments:2: utterance 'r-1' ends at 1.2 s, past the end of its recording 'r'" in err
+    assert "(1 s, its header; tolerance 0.05 s)" in err
+    assert "segments:3: utterance 'r-2' starts at 1.5 s, after its recording 'r' ends" in err
+    validate_data_dir(d, check_wav_exists=False)  # no reco2dur: nothing to compare with
+    write_lines(d / "reco2dur", ["r 1.0"])
+    _expect_invalid(d, "'r-1' ends at 1.2 s", "(1 s, reco2dur;")
+
+
+def test_segment_tolerance_is_trainings() -> None:
+    from sslsv.datadir import validate
+    from sslsv.train import dataset
+
+    assert validate.SEGMENT_OVERSHOOT == dataset.SEGMENT_OVERSHOOT
+
+
+def test_validate_ids_outside_the_character_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Ids are printable ASCII but space and '/' (docs/DATA.md): before, these were valid."""
+    d = make_data_dir(tmp_path, {"caf\u00e9": 1, "sp/k": 1, "spkA": 1})
+    assert datadir_cli.main(["validate", "--no-wav-check", str(d)]) == 1
+    err = capsys.readouterr().err
+    assert "utt2spk:1: utterance id 'caf\u00e9-u00' has '\u00e9'" in err
+    assert "utt2spk:2: utterance id 'sp/k-u00' has '/'" in err
+    assert "spk2utt:2: speaker id 'sp/k' has '/'" in err
+    assert "spkA" not in err
+    # Recordings too (wav.scp with segments); stage 0's ids are always inside the set.
+    d = make_segmented_dir(tmp_path, "seg", {"n\u00b71": 1, "n2": 1})
+    _expect_invalid(d, "wav.scp:2: recording id 'n\u00b71' has '\u00b7'")
+    from sslsv.datadir.validate import bad_ids
+
+    odd = ["a b", "caf\u00e9", "x/y", "tab\there", "zero\u200bwidth", "ok-1_2.3"]
+    assert bad_ids(sanitize_id(i) for i in odd) == []
+    assert bad_ids(odd) == odd[:5]
 
 
 # ----------------------------------------------------------------------------- fix

@@ -145,6 +145,10 @@ def compute(args: argparse.Namespace) -> None:
         compute_job(split_dir / str(args.job), Path(f"{base}.ark"), Path(f"{base}.scp"), cfg)
         return
 
+    # FEATS_DIR, written into, is not the config and can be written. It may be DATA itself
+    # (Kaldi puts no rule against it, and the arks destroy nothing there); DATA is written
+    # into too (feats.scp), and an unwritable one fails with a one-line OSError at its lock.
+    cli.check_io({"--config": args.config}, into={"--feats-dir": feats_dir})
     # Both outputs: the arks, and the data dir's feats.scp (another feats dir may be at work
     # on the same data dir).
     with (

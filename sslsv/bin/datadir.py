@@ -3,7 +3,8 @@
 Each command reads and writes the data dirs it names (validate writes nothing; fix keeps the
 originals in DIR/.backup/; combine, subset and split build their output whole, then swap it
 in). Exit status 0 on success, 1 on bad data (the message names file, line and id), 2 on bad
-usage.
+usage. An output that is a source or holds one (DEST = SRC, a DEST above a SRC) is refused
+before anything is written, in one line (sslsv.cli.check_io, from the tools themselves).
 
 Usage:
   python -m sslsv.bin.datadir validate DIR [--no-wav-check]
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a data dir for consistency")
     p.add_argument("dir")
-    p.add_argument("--no-wav-check", action="store_true", help="do not check audio files exist")
+    p.add_argument(
+        "--no-wav-check",
+        action="store_true",
+        help="do not check audio files exist, nor read their headers (with segments: that "
+        "every segment ends within its recording, checked against reco2dur instead when present)",
+    )
 
     p = sub.add_parser("fix", help="keep only consistent utterances; report what is dropped")
     p.add_argument("dir")

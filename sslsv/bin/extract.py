@@ -188,6 +188,11 @@ def job_inputs(part: Path, use_feats: bool, model: dict, protocol: dict) -> dict
 
 
 def extract(args: argparse.Namespace) -> None:
+    if args.job is None:
+        # DIR, written into, is neither DATA (never written into) nor a file read, and can
+        # be written (sslsv.cli.check_io); the jobs run after this check.
+        inputs = {"--checkpoint": args.checkpoint, "--data": args.data, "--config": args.config}
+        cli.check_io(inputs, into={"--output": args.output})
     given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     if args.job is None and args.device == "cuda" and parse_cmd(args.cmd)[0] == "local":
         # Here, before any job starts; jobs sent elsewhere (Slurm) check on their machine.

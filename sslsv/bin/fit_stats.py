@@ -116,6 +116,8 @@ def check_not_other_experiment(exp_dir: Path) -> None:
 
 
 def fit(args: argparse.Namespace) -> None:
+    # EXP_DIR, written into, is neither the data dir nor the config (sslsv.cli.check_io).
+    cli.check_io({"--config": args.config, "--data": args.data}, into={"--exp-dir": args.exp_dir})
     cfg = load_config(args.config)
     if cfg.encoder.name != "stats":
         raise ConfigError(

@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from sslsv import cli
 from sslsv.audio import AUDIO_EXTENSIONS, find_audio_files
@@ -61,6 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The sets under OUT, each rebuilt whole.
+SETS = ("rirs", "noise", "speech", "music")
+
+
+def check_paths(args: argparse.Namespace, found: dict[str, list[Path]]) -> None:
+    """No set under OUT (each replaced whole) is, or holds, a source: a noise or music file
+    (given, or found in a folder searched), a folder searched or the babble data dir, e.g.
+    --noise-dir OUT/noise from an earlier build (sslsv.cli.check_io)."""
+    inputs: dict[str, str | os.PathLike | None] = {"--babble-from": args.babble_from}
+    for option, files, dirs in (
+        ("noise", args.noise_files, args.noise_dir),
+        ("music", args.music_files, args.music_dir),
+    ):
+        inputs.update({f"--{option}-files[{i}]": f for i, f in enumerate(files, 1)})
+        for i, d in enumerate(dirs, 1):
+            inputs[f"--{option}-dir[{i}]"] = d
+            inputs.update(
+                {f"--{option}-dir[{i}]'s file #{j}": f for j, f in enumerate(found[d], 1)}
+            )
+    out = Path(args.out)
+    cli.check_io(inputs, folders={f"--out {name}": out / name for name in SETS})
+
+
 def run(args: argparse.Namespace) -> None:
     found = {}
     for d in args.noise_dir + args.music_dir:
@@ -69,6 +93,7 @@ def run(args: argparse.Namespace) -> None:
             raise DataError(f"{d}: no audio files ({' '.join(AUDIO_EXTENSIONS)})")
     noise = list(args.noise_files) + [f for d in args.noise_dir for f in found[d]]
     music = list(args.music_files) + [f for d in args.music_dir for f in found[d]]
+    check_paths(args, found)
     start = time.time()
     build_aug_sets(
         args.out,

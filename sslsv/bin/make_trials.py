@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from sslsv import cli
-from sslsv.datadir.io import write_trials
+from sslsv.datadir.io import trial_files, write_trials
 from sslsv.datadir.trials import count_trials, make_trials
 from sslsv.datadir.validate import validate_data_dir
 from sslsv.errors import DataError
@@ -43,10 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_paths(data_dir: Path, output: Path, cross: Path | None) -> None:
+    """The outputs are two files that are none of DATA_DIR's files but its trial lists
+    (which this command writes), and can be written (sslsv.cli.check_io)."""
+    inputs: dict[str, Path] = {"DATA_DIR": data_dir}
+    if data_dir.is_dir():
+        trials = set(trial_files(data_dir))
+        for path in sorted(data_dir.iterdir()):
+            if path.is_file() and path.name not in trials:
+                inputs[f"DATA_DIR/{path.name}"] = path
+    cli.check_io(inputs, files={"--output": output, "--cross-session-output": cross})
+    if cross is not None and cross.resolve() == output.resolve():
+        raise cli.OutputError(f"--cross-session-output {cross} is --output too: name two files")
+
+
 def run(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir)
     output = Path(args.output) if args.output else data_dir / "trials"
+    cross_output = Path(args.cross_session_output) if args.cross_session_output else None
     validate_data_dir(data_dir, check_wav_exists=False)
+    check_paths(data_dir, output, cross_output)
     utt2spk = read_dict(data_dir / "utt2spk")
     session_file = data_dir / "utt2session"
     utt2session = read_dict(session_file) if session_file.is_file() else None
@@ -62,9 +78,9 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     write_trials(output, trials)
-    if args.cross_session_output:
+    if cross_output is not None:
         cross = [t for t in trials if not t[2] or utt2session[t[0]] != utt2session[t[1]]]
-        write_trials(Path(args.cross_session_output), cross)
+        write_trials(cross_output, cross)
         logging.info(
             "%s: %d trials (%d target across sessions)",
             args.cross_session_output,

@@ -176,9 +176,47 @@ def options_from_args(args: argparse.Namespace) -> ImportOptions:
     )
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """What the import reads and writes, named once (sslsv.cli.check_io): a destination data
+    dir, replaced whole, is not and does not hold the corpus, a list read or the wav cache;
+    the wav cache and the download folder, written into, are not a file read."""
+    inputs: dict[str, str | None] = {
+        "--speakers": args.speakers,
+        "--exclude-speakers": args.exclude_speakers,
+        "--utt2dur": args.utt2dur,
+    }
+    if args.kind == "voxceleb1":
+        inputs.update({f"ROOT[{i}]": root for i, root in enumerate(args.roots, 1)})
+        inputs.update(
+            {
+                "--veri-test": args.veri_test,
+                "--list-test-all": args.list_test_all,
+                "--list-test-hard": args.list_test_hard,
+            }
+        )
+    elif args.kind == "csv":
+        inputs["LIST"] = args.list_file
+    else:
+        inputs["ROOT"] = args.root
+    if args.kind == "musan":
+        categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+        folders = {f"DEST_PREFIX ({c})": f"{args.dest_prefix}_{c}" for c in categories}
+    else:
+        folders = {"DEST": args.dest}
+    into = {
+        "--wav-cache": getattr(args, "wav_cache", None),
+        "--download-dir": getattr(args, "download_dir", None),
+    }
+    cli.check_io(inputs, folders=folders, into=into)
+    if into["--wav-cache"]:
+        # The decoded audio that DEST's wav.scp names: DEST, replaced whole, may not hold it.
+        cli.check_io({"--wav-cache": into["--wav-cache"]}, folders=folders)
+
+
 def run(args: argparse.Namespace) -> None:
     if getattr(args, "download_dir", None) and not args.download:
         raise DataError("--download-dir is only used with --download")
+    check_paths(args)
     options = options_from_args(args)
     if args.kind == "librispeech":
         prepare_librispeech(args.root, args.dest, options)

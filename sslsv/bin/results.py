@@ -12,6 +12,11 @@ notes and one line per clustering round), then per --row its label, EER and minD
 (and actDCF and Cllr after calibration, when the metrics file has them). With --thresholds,
 also THRESHOLDS-OUTPUT (default: THRESHOLDS beside OUTPUT): per model the raw-score
 thresholds its calibration file recorded on the development trials.
+
+A --row LABEL is 'MODEL TRIALS' (RESULTS' first two columns), a --thresholds or --clustering
+LABEL one name: names without whitespace, each label given once. An output that is one of
+the files read, a label with whitespace in a name or given twice: a one-line error, and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from sslsv import cli
 from sslsv.calibration import Calibration
 from sslsv.config.load import load_config
-from sslsv.errors import DataError
+from sslsv.errors import DataError, UserError
 from sslsv.fileio import atomic_write
 
 
@@ -39,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar=("LABEL", "METRICS"),
-        help="a line of RESULTS: its label and the metrics file it reports",
+        help="a line of RESULTS: its label 'MODEL TRIALS' and the metrics file it reports",
     )
     p.add_argument(
         "--clustering",
@@ -132,7 +137,47 @@ def thresholds_lines(entries: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
+def check_labels(args: argparse.Namespace) -> None:
+    """Refuse labels that would make RESULTS or THRESHOLDS ambiguous: whitespace inside a
+    name (its columns would shift) or a label given twice (two lines, one name)."""
+    options = (("--row", args.row, 2), ("--clustering", args.clustering, 1))
+    for option, entries, names in (*options, ("--thresholds", args.thresholds, 1)):
+        seen: set[str] = set()
+        for label, _path in entries:
+            if len(label.split()) != names or label != " ".join(label.split()):
+                want = "'MODEL TRIALS', two names" if names == 2 else "one name"
+                raise UserError(f"{option} label {label!r}: a label is {want} without whitespace")
+            if label in seen:
+                raise UserError(f"{option} label {label!r} is given twice: give each once")
+            seen.add(label)
+
+
+def thresholds_path(args: argparse.Namespace) -> Path | None:
+    """THRESHOLDS-OUTPUT, when --thresholds asks for it."""
+    if not args.thresholds:
+        return None
+    return Path(args.thresholds_output or Path(args.output).with_name("THRESHOLDS"))
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Every file read and written, named once (sslsv.cli.check_io): no output may be one
+    of the inputs, and the two outputs are two files."""
+    inputs: dict[str, str | None] = {"--config": args.config}
+    for option, entries in (
+        ("--row", args.row),
+        ("--clustering", args.clustering),
+        ("--thresholds", args.thresholds),
+    ):
+        inputs.update({f"{option} {label!r}": path for label, path in entries})
+    thresholds = thresholds_path(args)
+    cli.check_io(inputs, files={"--output": args.output, "--thresholds-output": thresholds})
+    if thresholds is not None and thresholds.resolve() == Path(args.output).resolve():
+        raise cli.OutputError(f"--thresholds-output {thresholds} is --output too: name two files")
+
+
 def write_results(args: argparse.Namespace) -> None:
+    check_labels(args)
+    check_paths(args)
     cfg = load_config(args.config)
     output = Path(args.output)
     sc = cfg.scoring
@@ -151,7 +196,7 @@ def write_results(args: argparse.Namespace) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
     if args.thresholds:
         table = thresholds_lines(args.thresholds)
-        with atomic_write(args.thresholds_output or output.with_name("THRESHOLDS")) as f:
+        with atomic_write(thresholds_path(args)) as f:
             f.write("\n".join(table) + "\n")
 
 

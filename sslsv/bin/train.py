@@ -22,7 +22,9 @@ utterances whose audio is unreadable or empty (more than 1%: training refuses to
 Rerunning resumes from the newest checkpoint; a finished experiment (final.pt present, all
 epochs done) is left as it is; a changed config is refused, naming the keys, and so is a
 changed training data dir (config.yaml.stamp records what it was trained on). EXP_DIR is
-locked while training: a second run on it refuses at once, naming the first.
+locked while training: a second run on it refuses at once, naming the first. Refused in one
+line before anything is written: an EXP_DIR that is DATA or a file read, an --init-model
+that is EXP_DIR/final.pt, --device cuda where no GPU is visible.
 
 Exit status: 0 done, 1 bad data or config (one line), 75 stopped by SIGTERM, SIGINT or
 SIGUSR1 after a checkpoint at the step it stopped at (rerun to resume; log/stopped says
@@ -150,7 +152,29 @@ def check_same_data(inputs: dict, resolved: Path) -> None:
         )
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """What training reads and writes, named once (sslsv.cli.check_io): EXP_DIR, written
+    into, is not the data dir, the config or a model read; its final.pt, written last, is
+    not the model the encoder starts from (the run would replace what it was made from)."""
+    exp_dir = Path(args.exp_dir)
+    cli.check_io(
+        {
+            "--config": args.config,
+            "--data": args.data,
+            "--init-model": args.init_model,
+            "--init-embeddings": args.init_embeddings,
+        },
+        files={"final.pt of --exp-dir": exp_dir / "final.pt"},
+        into={"--exp-dir": exp_dir},
+    )
+
+
 def train(args: argparse.Namespace) -> int:
+    check_paths(args)  # before the lock, which makes EXP_DIR
+    if args.device != "cpu":
+        from sslsv.extraction import check_device  # torch: only for a GPU run
+
+        check_device(args.device)  # one line where --device cuda finds no GPU
     cfg = load_config(args.config, args.override)
     exp_dir = Path(args.exp_dir)
     # Rank 0 (torchrun sets RANK; the process group is not up yet) holds the lock for the

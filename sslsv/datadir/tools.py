@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from sslsv import cli
 from sslsv.audio import probe_audio_files
 from sslsv.datadir.io import (
     RECORDING_FILES,
@@ -81,9 +82,9 @@ def combine_data_dirs(dest: PathLike, srcs: list[PathLike]) -> list[str]:
     if not srcs:
         raise DataError("combine_data_dirs: no source data dirs given")
     for src in srcs:
-        if src.resolve() == dest.resolve():
-            raise DataError(f"combine_data_dirs: destination {dest} is also a source")
         validate_data_dir(src, check_wav_exists=False)
+    # DEST is replaced whole: neither a source nor a folder above one.
+    cli.check_io({f"SRC{i}": s for i, s in enumerate(srcs, 1)}, folders={"DEST": dest})
     with_segments = [(s / "segments").is_file() for s in srcs]
     if any(with_segments) and not all(with_segments):
         raise DataError(
@@ -154,9 +155,10 @@ def subset_data_dir(
     src, dest = Path(src), Path(dest)
     if sum(x is not None for x in (utt_list, spk_list, first)) != 1:
         raise DataError("subset_data_dir: give exactly one of utt_list, spk_list, first")
-    if src.resolve() == dest.resolve():
-        raise DataError(f"subset_data_dir: source and destination are both {src}")
     validate_data_dir(src, check_wav_exists=False)
+    lists = {"--utt-list": utt_list, "--spk-list": spk_list}
+    named = {k: v for k, v in lists.items() if isinstance(v, (str, os.PathLike))}
+    cli.check_io({"SRC": src, **named}, folders={"DEST": dest})  # DEST is replaced whole
     utt2spk = read_dict(src / "utt2spk")
     if utt_list is not None:
         wanted = _ids(utt_list, "utterance")
@@ -229,6 +231,9 @@ def split_data_dir(
     if not changes(split_dir, inputs) and all((p / "utt2spk").is_file() for p in parts):
         log.info("split_data_dir: %s is up to date, reusing it", split_dir)
         return parts
+    # The split dir is replaced whole: a DEST that is the data dir or holds it would lose it.
+    # (After the reuse: an up-to-date split of a read-only data dir is still used.)
+    cli.check_io({"DIR": data_dir}, folders={"split dir": split_dir})
     remove_stamp(split_dir)
 
     utt2spk = read_dict(data_dir / "utt2spk")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
+from sslsv.audio import default_jobs, probe_audio_files
 from sslsv.datadir.io import (
     SPK_FILES,
     PathLike,
@@ -20,6 +23,21 @@ from sslsv.errors import DataError
 from sslsv.fileio import kaldi_sort_key, utf8_text
 
 log = logging.getLogger(__name__)
+
+#: The characters of an utterance, speaker or recording id, in words (docs/DATA.md).
+ID_CHARS = "printable ASCII other than space and '/'"
+# Kaldi forbids only whitespace, but Python's str.split() splits on more (no-break space,
+# ...) than Kaldi and kaldiio do, non-ASCII look-alikes and zero-width characters make ids
+# that print alike but differ, and ids become file names (augmentation chunks): "/" would
+# make a folder of one. Stage 0's importers write ids of A-Za-z0-9_.- only.
+_BAD_ID_CHAR = re.compile(r"[^!-.0-~]")
+
+#: How far (seconds) a segment may end past the end of its recording: training's tolerance
+#: (sslsv.train.dataset.SEGMENT_OVERSHOOT, not imported here as it would import torch; a
+#: test keeps the two equal).
+SEGMENT_OVERSHOOT = 0.05
+#: Problems of one kind listed in a validation error; the count says how many in all.
+SHOWN = 10
 
 _VALUE_CHECKED = frozenset(
     ("utt2spk", "utt2session", "utt2lang", "spk2gender", "utt2dur", "reco2dur")
@@ -69,6 +87,28 @@ class _Errors:
         body = "\n  ".join(self.messages[: self.shown])
         more = f"\n  ... and {n - self.shown} more" if n > self.shown else ""
         raise DataError(f"data dir {self.data_dir} is not valid ({n} problems):\n  {body}{more}")
+
+
+def bad_ids(ids: Iterable[str]) -> list[str]:
+    """The ids with a character outside :data:`ID_CHARS`, in their order."""
+    ids = list(ids)
+    # One search over all of them: a million ids cost one pass, not a million calls.
+    if not _BAD_ID_CHAR.search("".join(ids)):
+        return []
+    return [i for i in ids if _BAD_ID_CHAR.search(i)]
+
+
+def _check_ids(errors: _Errors, path: Path, ids: Iterable[str], what: str) -> None:
+    """Report the ids of ``path`` (its first column) outside :data:`ID_CHARS`."""
+    bad = bad_ids(ids)
+    for key in bad[:SHOWN]:
+        char = _BAD_ID_CHAR.search(key).group()
+        errors.add(
+            f"{path}:{_first_line_of(path, key)}: {what} id {key!r} has {char!r}: ids are "
+            f"{ID_CHARS}"
+        )
+    if len(bad) > SHOWN:
+        errors.add(f"{path}: {len(bad)} {what} ids in all have characters outside {ID_CHARS}")
 
 
 def _read_keyed(path: Path, errors: _Errors, check_sorted: bool = True) -> dict[str, str]:
@@ -149,8 +189,59 @@ def _trial_problems(path: Path, known: set[str]) -> list[str]:
     return problems
 
 
+def _segment_problems(
+    data_dir: Path, segments: dict[str, str], durations: dict[str, float | str], source: str
+) -> list[str]:
+    """Segments that start at or after the end of their recording, or end more than
+    :data:`SEGMENT_OVERSHOOT` past it (training leaves their utterances out: better said
+    here, once). ``durations``: recording -> seconds, or why its header cannot be read."""
+    problems = []
+    for lineno, (utt, value) in enumerate(segments.items(), 1):  # valid: one line per id
+        segment = parse_segment(value)
+        duration = durations.get(segment.recording)
+        where = f"{data_dir}/segments:{lineno}: utterance {utt!r}"
+        if isinstance(duration, str):
+            problems.append(f"{where}: recording {segment.recording!r}: {duration}")
+        elif duration is None:
+            continue  # a recording missing from wav.scp or reco2dur: reported already
+        elif segment.start >= duration:
+            problems.append(
+                f"{where} starts at {segment.start:g} s, after its recording "
+                f"{segment.recording!r} ends ({duration:g} s, {source})"
+            )
+        elif segment.end is not None and segment.end > duration + SEGMENT_OVERSHOOT:
+            problems.append(
+                f"{where} ends at {segment.end:g} s, past the end of its recording "
+                f"{segment.recording!r} ({duration:g} s, {source}; tolerance "
+                f"{SEGMENT_OVERSHOOT:g} s)"
+            )
+    return problems
+
+
+def _recording_durations(
+    data_dir: Path, tables: dict[str, dict[str, str]], check_wav_exists: bool
+) -> tuple[dict[str, float | str], str]:
+    """Recording -> duration (seconds, or why it is unknown) and where it comes from: the
+    audio headers when audio is checked, else reco2dur when the data dir has one."""
+    if check_wav_exists and "wav.scp" in tables:
+        wavs = tables["wav.scp"]
+        infos = probe_audio_files(list(wavs.values()), default_jobs())
+        durations: dict[str, float | str] = {
+            r: f"cannot read {path}: {info.error}" if info.error else info.duration
+            for (r, path), info in zip(wavs.items(), infos)
+        }
+        return durations, "its header"
+    if "reco2dur" in tables:
+        return {r: float(d) for r, d in tables["reco2dur"].items()}, "reco2dur"
+    return {}, ""
+
+
 def validate_data_dir(path: PathLike, check_wav_exists: bool = True) -> list[str]:
     """Check a data dir for consistency (Kaldi's ``validate_data_dir.sh``).
+
+    Beyond Kaldi's checks: utterance, speaker and recording ids use :data:`ID_CHARS`, and
+    with ``segments`` every segment lies within its recording (to :data:`SEGMENT_OVERSHOOT`),
+    by the audio headers when ``check_wav_exists``, else by ``reco2dur`` when present.
 
     Raises :class:`DataError` listing every problem found (file, line, id); returns warnings
     (things that are legal but usually a mistake).
@@ -171,6 +262,7 @@ def validate_data_dir(path: PathLike, check_wav_exists: bool = True) -> list[str
     utts = set(utt2spk)
     if not utts:
         errors.add(f"{data_dir}/utt2spk: no utterances")
+    _check_ids(errors, data_dir / "utt2spk", utt2spk, "utterance")
 
     tables = {"utt2spk": utt2spk}
     for name in utterance_files(data_dir):
@@ -191,9 +283,12 @@ def validate_data_dir(path: PathLike, check_wav_exists: bool = True) -> list[str
         for name in recording_files(data_dir):
             tables[name] = _read_keyed(data_dir / name, errors)
             _compare_keys(errors, data_dir / name, tables[name], recordings, "recording")
+        if "wav.scp" in tables:  # keyed by recording here
+            _check_ids(errors, data_dir / "wav.scp", tables["wav.scp"], "recording")
 
     # spk2utt must be exactly utt2spk inverted, both levels sorted.
     spk2utt = _read_keyed(data_dir / "spk2utt", errors)
+    _check_ids(errors, data_dir / "spk2utt", spk2utt, "speaker")
     expected = spk2utt_from_utt2spk(utt2spk)
     for spk, value in spk2utt.items():
         listed = value.split()
@@ -222,6 +317,18 @@ def validate_data_dir(path: PathLike, check_wav_exists: bool = True) -> list[str
         if len(missing) > 10:
             errors.add(f"{data_dir}/wav.scp: {len(missing)} audio files in all do not exist")
     errors.raise_if_any()
+
+    # Only once the files agree (every segment's recording in wav.scp, every audio file
+    # present): headers of missing files would only repeat the errors above.
+    if "segments" in tables:
+        durations, source = _recording_durations(data_dir, tables, check_wav_exists)
+        if durations:
+            problems = _segment_problems(data_dir, tables["segments"], durations, source)
+            for problem in problems[:SHOWN]:
+                errors.add(problem)
+            if len(problems) > SHOWN:
+                errors.add(f"{data_dir}/segments: {len(problems)} segments in all")
+            errors.raise_if_any()
 
     # Kaldi tools assume utt2spk sorted by utterance is also sorted by speaker, which holds
     # when utterance ids start with their speaker id.
