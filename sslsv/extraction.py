@@ -37,6 +37,7 @@ from sslsv.config.schema import ExtractConfig
 from sslsv.datadir.io import read_audio_sources
 from sslsv.errors import DataError, UserError
 from sslsv.fileio import read_dict
+from sslsv.inputs import check_length
 from sslsv.models.embedding import EmbeddingModel
 
 
@@ -143,8 +144,14 @@ class UtteranceSource(Dataset):
         if utts is not None:
             self.items = [item for item in self.items if item[0] in utts]
         self.use_feats, self.options = use_feats, options
-        self.sample_rate = model.fbank.cfg.sample_rate
+        self.front_end = model.fbank.cfg
+        self.sample_rate = self.front_end.sample_rate
         crop_samples = round(options.crop_seconds * self.sample_rate)
+        if options.crop_seconds:
+            # Before any utterance: every crop would end in torch's padding error otherwise.
+            check_length(
+                crop_samples, self.front_end, f"{data_dir}: crop_seconds {options.crop_seconds:g}"
+            )
         self.crop = model.fbank.num_frames(crop_samples) if use_feats else crop_samples
 
     def __len__(self) -> int:
@@ -161,6 +168,9 @@ class UtteranceSource(Dataset):
             silent = is_silent(signal)
         if signal.shape[-1] == 0:
             raise DataError(f"utterance {utt!r}: {getattr(source, 'path', source)} is empty")
+        # The API's rule (sslsv.inputs): also for crops, which would loop a few samples.
+        where = f"utterance {utt!r} ({getattr(source, 'path', source)})"
+        check_length(signal.shape[-1], self.front_end, where, frames=self.use_feats)
         if self.options.crop_seconds == 0:
             return utt, torch.from_numpy(np.ascontiguousarray(signal[None])), silent
         crops = torch.from_numpy(take_crops(signal, self.crop, self.options.num_crops))
