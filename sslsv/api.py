@@ -7,9 +7,18 @@
     print(model.verify("a.wav", "b.wav"))       # score, LLR and decision when calibrated
 
 Inputs are file paths (any format soundfile reads; first channel; resampled to the model's
-rate), 1-D float arrays or tensors (``sample_rate``: theirs, default the model's), or a list
-of either. The protocol is the model's ``extract:`` section (whole utterances, or the mean of
-``num_crops`` evenly spaced crops of ``crop_seconds``), overridable per call; it is the code
+rate), arrays or tensors of samples (``sample_rate``: theirs, default the model's; float at
+full scale 1.0, or int16 / int32 / uint8 PCM, scaled as soundfile reads those; 1-D, or
+(channels, samples) of which the first channel), or a list of either: :mod:`sslsv.inputs`
+checks and converts them, for this API and the commands alike. An input shorter than one
+front-end window, or digitally silent (stages 1 and 3's rule), is a one-line
+:class:`sslsv.errors.DataError` naming it: a silent input's embedding says nothing of a
+speaker, and two of them score as the same one (``embed(..., on_silence="warn")`` logs it
+and embeds it, as stage 5 does by default).
+
+The protocol is the model's ``extract:`` section (whole utterances, or the mean of
+``num_crops`` evenly spaced crops of ``crop_seconds``), overridable per call (checked
+against the config's ranges; crops at least one front-end window long); it is the code
 stage 5 runs (:mod:`sslsv.extraction`), so ``embed(..., raw=True)`` equals stage 5's
 embeddings. Whole utterances of equal length share a forward pass, others go one by one
 (padding would change the embedding); crops of many inputs share batches.
@@ -22,15 +31,15 @@ calibration fitted on stage 6's scores applies to it unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sslsv.audio import AudioSource, describe_source, read_audio, resample
+from sslsv import inputs
+from sslsv.audio import AudioSource
 from sslsv.backend import CosineBackend
 from sslsv.calibration import Calibration
 from sslsv.config.schema import Config, ExtractConfig
@@ -98,11 +107,8 @@ class SpeakerModel:
         source = "" if isinstance(calibration, Calibration) else str(calibration)
         if source:
             calibration = Calibration.from_json(source)
-        if calibration.model and calibration.model != self.fingerprint:
-            raise DataError(
-                f"{source or 'calibration'}: made for model {calibration.model}, not this one "
-                f"({self.fingerprint})"
-            )
+        # One that names no model is refused too: nothing says it fits this one.
+        calibration.check_model(self.fingerprint, source or "calibration", "this one")
         subtracts = self.backend.mean is not None
         wanted = {"backend": "cosine", "norm": "none", "subtract_mean": subtracts}
         differ = [k for k, v in wanted.items() if calibration.scoring.get(k, v) != v]
@@ -122,24 +128,11 @@ class SpeakerModel:
 
     # ------------------------------------------------------------------------ embedding
 
-    def _waveform(self, item: Audio, sample_rate: int | None, index: int) -> np.ndarray:
-        if isinstance(item, (str, os.PathLike, AudioSource)):
-            wave = read_audio(item, sample_rate=self.sample_rate)
-            name = describe_source(item) if isinstance(item, AudioSource) else os.fspath(item)
-        else:
-            wave = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
-            wave = np.asarray(wave, dtype=np.float32)
-            name = f"input {index}"
-            if wave.ndim != 1:
-                raise DataError(f"{name}: a waveform must be 1-D (samples), got {wave.shape}")
-            rate = sample_rate or self.sample_rate
-            if rate != self.sample_rate and wave.size:
-                wave = resample(wave, rate, self.sample_rate)
-        if wave.size == 0:
-            raise DataError(f"{name}: no audio samples")
-        if not np.isfinite(wave).all():
-            raise DataError(f"{name}: non-finite audio samples")
-        return wave
+    def _waveform(
+        self, item: Audio, sample_rate: int | None, index: int, on_silence: str
+    ) -> np.ndarray:
+        # The checks and conversions that the commands share (sslsv.inputs).
+        return inputs.user_audio(item, sample_rate, self.cfg.features, f"input {index}", on_silence)
 
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray) -> np.ndarray:
@@ -174,21 +167,23 @@ class SpeakerModel:
         sample_rate: int | None = None,
         *,
         raw: bool = False,
+        on_silence: str = "error",
         **protocol: float | int,
     ) -> np.ndarray:
-        """Embeddings of one input (D,) or of a list of inputs (N, D).
+        """Embeddings of one input (D,) or of a list (or tuple) of inputs (N, D).
 
         ``protocol``: ``crop_seconds``, ``num_crops``, ``batch_size`` (the model's
-        ``extract:`` values by default). ``raw``: stage 5's embeddings, before the back
-        end's mean subtraction and normalisation.
+        ``extract:`` values by default; the config's ranges). ``raw``: stage 5's embeddings,
+        before the back end's mean subtraction and normalisation. ``on_silence``: "error"
+        (a digitally silent input is refused) or "warn" (logged, embedded: stage 5's
+        default).
         """
         single = not isinstance(audio, (list, tuple))
         items = [audio] if single else list(audio)
-        unknown = set(protocol) - {"crop_seconds", "num_crops", "batch_size"}
-        if unknown:
-            raise TypeError(f"unknown protocol option(s): {', '.join(sorted(unknown))}")
-        options = replace(self.cfg.extract, **protocol)
-        waves = [self._waveform(item, sample_rate, i) for i, item in enumerate(items)]
+        # Options first: a bad one is reported before any file is read.
+        options = inputs.protocol(self.cfg.extract, self.cfg.features, **protocol)
+        inputs.check_rate(sample_rate, self.sample_rate)
+        waves = [self._waveform(item, sample_rate, i, on_silence) for i, item in enumerate(items)]
         x = self._embed_raw(waves, options) if waves else np.zeros((0, self.embed_dim))
         bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
         if len(bad):
@@ -209,21 +204,42 @@ class SpeakerModel:
     @staticmethod
     def score(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
         """Cosine of two embeddings from :meth:`embed` (or of their rows, pairwise)."""
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        a, b = _embedding(a, "a"), _embedding(b, "b")
         if a.shape != b.shape:
-            raise ValueError(f"embeddings of shapes {a.shape} and {b.shape}")
+            raise DataError(f"embeddings of shapes {a.shape} and {b.shape}: give equal shapes")
         cos = np.sum(a * b, axis=-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
         return float(cos) if cos.ndim == 0 else cos
 
     def verify(self, a: Audio, b: Audio, sample_rate: int | None = None) -> Verification:
         """Score two inputs; with a calibration, their LLR and the Bayes decision at its
-        ``p_target``."""
-        score = float(self.score(*self.embed([a, b], sample_rate)))
+        ``p_target``. A digitally silent input is refused: two of them score near 1."""
+        score = float(self.score(*self.embed([a, b], sample_rate, on_silence="error")))
         if self.calibration is None:
             return Verification(score, None, None, None)
         llr = float(self.calibration.apply(np.array([score]))[0])
         p = self.calibration.p_target
         return Verification(score, llr, bool(self.calibration.decide(llr, p)), p)
+
+
+def _embedding(x: np.ndarray, name: str) -> np.ndarray:
+    """An embedding (D,) or rows of them (N, D) for :meth:`SpeakerModel.score`: real,
+    finite, of nonzero length (a zero vector has no direction: its cosine is 0 / 0)."""
+    try:
+        e = np.asarray(x)
+    except (TypeError, ValueError) as err:  # ragged lists
+        raise DataError(f"embedding {name}: not an array of numbers ({err})") from None
+    if e.dtype.kind not in "fiu":  # complex would lose its imaginary part with a warning
+        raise DataError(f"embedding {name}: {e.dtype} values; give real numbers")
+    e = e.astype(np.float64)
+    if e.ndim not in (1, 2) or e.shape[-1] == 0:
+        raise DataError(f"embedding {name}: shape {e.shape}; give (D,) or (N, D)")
+    if not np.isfinite(e).all():
+        raise DataError(f"embedding {name}: non-finite values")
+    zero = np.flatnonzero(~np.any(e.reshape(-1, e.shape[-1]), axis=1))
+    if len(zero):
+        which = f"row {zero[0]}" if e.ndim == 2 else "it"
+        raise DataError(f"embedding {name}: {which} is all zeros; a zero vector has no cosine")
+    return e
 
 
 def load_model(
@@ -240,17 +256,47 @@ def load_model(
     check_device(device)  # before reading a large file
     payload = load_payload(path)
     model, cfg = model_from_payload(payload, path)
-    mean = payload.get("mean")
-    packaged = payload.get("calibration")
-    speaker_model = SpeakerModel(
-        model,
-        cfg,
-        device,
-        mean=None if mean is None else mean.double().numpy(),
-        card=payload.get("card", ""),
-    )
+    mean, packaged = read_package(payload, path, model.embed_dim)
+    speaker_model = SpeakerModel(model, cfg, device, mean=mean, card=payload.get("card", ""))
     if calibration is not None:
         speaker_model.set_calibration(calibration)
-    elif packaged:
-        speaker_model.set_calibration(Calibration.from_dict(json.loads(packaged), str(path)))
+    elif packaged is not None:
+        speaker_model.set_calibration(packaged)
     return speaker_model
+
+
+def read_package(
+    payload: dict, path: str | os.PathLike, embed_dim: int
+) -> tuple[np.ndarray | None, Calibration | None]:
+    """The training mean (float64, ``(embed_dim,)``) and the calibration a packaged model
+    file carries (None where it has none), checked: a mean of another shape would
+    broadcast (a ``(1,)`` mean makes every pair score about 1) and one of another type
+    fails at the first embedding; a calibration must be the JSON this command writes. Any
+    deviation is one DataError naming ``path``. (Whether the calibration is this model's
+    is :meth:`Calibration.check_model`'s to say.)"""
+    mean = payload.get("mean")
+    if mean is not None:
+        if not isinstance(mean, torch.Tensor) or not mean.is_floating_point():
+            kind = mean.dtype if isinstance(mean, torch.Tensor) else type(mean).__name__
+            raise DataError(
+                f"{path}: its packaged 'mean' is a {kind}, not a float tensor: package the "
+                "model again (python -m sslsv.bin.package)"
+            )
+        if tuple(mean.shape) != (embed_dim,):
+            raise DataError(
+                f"{path}: its packaged 'mean' has shape {tuple(mean.shape)}, but the model "
+                f"makes {embed_dim}-d embeddings: package the model again"
+            )
+        if not torch.isfinite(mean).all():
+            raise DataError(f"{path}: its packaged 'mean' is not finite: package it again")
+        mean = mean.double().numpy()
+    text = payload.get("calibration")
+    calibration = None
+    if text is not None:
+        if not isinstance(text, str):
+            raise DataError(
+                f"{path}: its packaged 'calibration' is a {type(text).__name__}, not the JSON "
+                "text of a calibration: package the model again"
+            )
+        calibration = Calibration.from_text(text, f"{path}: packaged calibration")
+    return mean, calibration

@@ -20,7 +20,8 @@ from sslsv.bin import package as package_cli
 from sslsv.bin import verify as verify_cli
 from sslsv.calibration import fit_calibration
 from sslsv.config.load import config_from_dict
-from sslsv.errors import DataError
+from sslsv.datadir.io import write_spk2utt
+from sslsv.errors import DataError, UserError
 from sslsv.extraction import DeviceError
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import model_fingerprint, model_payload, save_atomic
@@ -117,8 +118,10 @@ def test_inputs_of_every_kind(tmp_path, data):
     stereo = tmp_path / "stereo.wav"
     sf.write(stereo, np.stack([wave, np.zeros_like(wave)], axis=1), rate, subtype="FLOAT")
     np.testing.assert_allclose(model.embed(stereo), by_path, atol=1e-4)
+    # (channels, samples): the first channel, as files are read; 3-D is no waveform.
+    np.testing.assert_allclose(model.embed(np.stack([wave, wave * 0])), by_path, atol=1e-6)
     with pytest.raises(DataError, match="1-D"):
-        model.embed(np.zeros((2, 100), dtype=np.float32))
+        model.embed(np.zeros((2, 2, 1000), dtype=np.float32))
 
 
 def test_bad_inputs_are_named_and_nothing_is_executed(tmp_path, capsys):
@@ -296,3 +299,155 @@ def test_devices_are_checked_and_the_file_is_read_to_cpu(tmp_path, data, monkeyp
     assert locations == ["cpu"] and on_meta.device == torch.device("meta")
     assert {p.device.type for p in on_meta.model.parameters()} == {"meta"}
     assert on_meta.fingerprint == sslsv.load_model(ckpt).fingerprint
+
+
+# ------------------------------------------------------------- issue 22: inputs at the edges
+
+
+def write_stats_model(path: Path) -> Path:
+    """The ``stats`` baseline: level-sensitive (no per-utterance normalisation)."""
+    cfg = config_from_dict({"encoder": {"name": "stats", "args": {"n_mfcc": 20}}})
+    save_atomic(model_payload(dataclasses.asdict(cfg), EmbeddingModel(cfg).state_dict()), path)
+    return path
+
+
+def test_int16_arrays_embed_as_their_recording(tmp_path, data):
+    """The same 16-bit recording as float and as int16 is the same speaker (before: int16
+    used unscaled, score 0.33 with the level-sensitive ``stats`` model)."""
+    model = sslsv.load_model(write_stats_model(tmp_path / "stats.pt"))
+    path = next(iter(wav_paths(data).values()))  # PCM_16
+    as_float, _ = sf.read(path, dtype="float32")
+    as_int16, _ = sf.read(path, dtype="int16")
+    expected = model.embed(path)
+    np.testing.assert_allclose(model.embed(as_int16), expected, atol=1e-6)
+    np.testing.assert_allclose(model.embed(torch.from_numpy(as_int16)), expected, atol=1e-6)
+    assert model.verify(as_float, as_int16).score == pytest.approx(1, abs=1e-6)
+
+
+def test_silent_inputs_are_refused_not_the_same_speaker(tmp_path, capsys):
+    """Two digitally silent files: refused, naming the file (before: score 0.9986, "same
+    speaker" with a calibration); stage 5's rule (RMS below -70 dBFS)."""
+    ckpt = write_model(tmp_path / "final.pt")
+    model = sslsv.load_model(ckpt)
+    a, b = tmp_path / "quiet_a.wav", tmp_path / "quiet_b.wav"
+    for path in (a, b):
+        sf.write(path, np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(DataError, match=r"quiet_a.wav: digitally silent \(RMS below -70 dBFS"):
+        model.verify(a, b)
+    with pytest.raises(DataError, match="input 0: digitally silent"):
+        model.embed(np.zeros(16000, dtype=np.int16))
+    assert verify_cli.main(["--checkpoint", str(ckpt), str(a), str(b), "--threshold", "0.5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quiet_a.wav: digitally silent" in err[0]
+    # on_silence "warn": embedded anyway (stage 5's default), the warning names it.
+    assert model.embed(a, on_silence="warn").shape == (24,)
+
+
+def test_audio_shorter_than_a_window_is_named(tmp_path, data, capsys):
+    """Under one front-end window (400 samples at 16 kHz), or crops that short: one line
+    naming the input, file, crop length or utterance (before: torch's padding traceback)."""
+    ckpt = write_model(tmp_path / "final.pt")
+    model = sslsv.load_model(ckpt)
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    with pytest.raises(DataError, match=r"input 1: 100 samples \(6.25 ms\) .* window \(400"):
+        model.embed([noise, noise[:100]])
+    short = tmp_path / "short.wav"
+    sf.write(short, noise[:16], 16000, subtype="FLOAT")  # 1 ms
+    with pytest.raises(DataError, match="short.wav: 16 samples"):
+        model.embed(short, crop_seconds=1.0)  # looping a millisecond makes no speech
+    with pytest.raises(DataError, match="crop_seconds 0.001: 16 samples"):
+        model.embed(noise, crop_seconds=0.001)
+    long = tmp_path / "long.wav"
+    sf.write(long, noise, 16000, subtype="FLOAT")
+    assert verify_cli.main(["--checkpoint", str(ckpt), str(long), str(short)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "short.wav: 16 samples (1 ms) at 16000 Hz" in err[0]
+    # Stage 5: the crop length, then an utterance, named.
+    out = tmp_path / "stage5"
+    base = ["--checkpoint", str(ckpt), "--output", str(out)]
+    assert extract_cli.main([*base, "--data", str(data), "--crop-seconds", "0.001"]) == 1
+    assert "crop_seconds 0.001: 16 samples" in capsys.readouterr().err
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / "wav.scp").write_text(f"a-long {long}\nb-short {short}\n")
+    (tiny / "utt2spk").write_text("a-long a\nb-short b\n")
+    write_spk2utt(tiny)
+    assert extract_cli.main([*base, "--data", str(tiny)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "utterance 'b-short'" in err[-1] and "shorter than one front-end window" in err[-1]
+
+
+def test_api_sample_rates_are_checked(tmp_path):
+    """0 is not "the model's rate"; negative, fractional and absurd rates are one line
+    (before: 0 silently 16 kHz, torch errors, gigabytes allocated for 1 Hz)."""
+    model = sslsv.load_model(write_model(tmp_path / "final.pt"))
+    wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    for rate in (0, -8000, 8000.5, 1, 10**7):  # 0 first: the old code survives it
+        with pytest.raises(DataError, match=f"sample_rate {rate!r}"):
+            model.embed(wave, rate)
+    assert model.embed(wave, 8000.0).shape == (24,)
+
+
+def test_api_protocol_options_take_the_config_ranges(tmp_path):
+    """num_crops 0, batch_size 0, crop_seconds -1: the config's message (before:
+    ZeroDivisionError, range and numpy errors)."""
+    model = sslsv.load_model(write_model(tmp_path / "final.pt"))
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    for option, value in (("num_crops", 0), ("batch_size", 0), ("crop_seconds", -1)):
+        with pytest.raises(UserError, match=f"'{option}' is {value}"):
+            model.embed(wave, **{"crop_seconds": 0.5, option: value})
+    with pytest.raises(UserError, match="unknown protocol option"):
+        model.embed(wave, crops=2)
+
+
+def test_api_inputs_are_paths_or_arrays_of_real_numbers(tmp_path, data):
+    """bytes, generators, bool and complex arrays: one line each (before: passed or a
+    TypeError); a path-like spelling its path as bytes is still a path."""
+    model = sslsv.load_model(write_model(tmp_path / "final.pt"))
+    path = next(iter(wav_paths(data).values()))
+    for bad, match in (
+        (np.ones(16000, dtype=bool), "input 0: bool samples"),
+        (np.ones(16000, dtype=np.complex64), "input 0: complex samples"),
+        (path.encode(), "input 0: bytes are neither a path nor samples"),
+        ((x for x in [path]), "input 0: generator"),
+    ):
+        with pytest.raises(DataError, match=match):
+            model.embed(bad)
+    # A list of inputs names the culprit by its place.
+    with pytest.raises(DataError, match="input 1: bool samples"):
+        model.embed([path, np.ones(16000, dtype=bool)])
+
+
+def test_score_of_a_zero_vector_is_refused():
+    """A zero embedding has no direction (before: nan and a RuntimeWarning)."""
+    x = np.ones(4)
+    with pytest.raises(DataError, match="embedding a: it is all zeros"):
+        sslsv.SpeakerModel.score(np.zeros(4), x)
+    with pytest.raises(DataError, match="embedding b: row 1 is all zeros"):
+        sslsv.SpeakerModel.score(np.ones((2, 4)), np.array([[1.0, 0, 0, 0], [0, 0, 0, 0]]))
+    with pytest.raises(DataError, match="non-finite"):
+        sslsv.SpeakerModel.score(np.array([np.nan, 1, 1, 1]), x)
+    assert sslsv.SpeakerModel.score(x, -x) == pytest.approx(-1)
+
+
+def test_verify_flags_that_decide_nothing_are_refused(tmp_path, data, capsys):
+    """--threshold nan (every trial "different"), --p-target that no calibration uses, a
+    missing file: refused before the model is read."""
+    wav = next(iter(wav_paths(data).values()))
+    missing = tmp_path / "nowhere.pt"  # never read: the checks come first
+    with pytest.raises(SystemExit) as e:
+        verify_cli.main(["--checkpoint", str(missing), wav, wav, "--threshold", "nan"])
+    assert e.value.code == 2
+    capsys.readouterr()
+    cases = [
+        (["--threshold", "0.5", "--p-target", "0.01"], "--p-target sets a calibrated"),
+        (["--threshold", "0.5", "--device", "gpu"], "'gpu': not a device"),
+    ]
+    for flags, match in cases:
+        assert verify_cli.main(["--checkpoint", str(missing), wav, wav, *flags]) == 1
+        assert match in capsys.readouterr().err
+    assert verify_cli.main(["--checkpoint", str(missing), wav, str(tmp_path / "x.wav")]) == 1
+    assert "test " + str(tmp_path / "x.wav") + ": no such file" in capsys.readouterr().err
+    ckpt = write_model(tmp_path / "final.pt")
+    assert verify_cli.main(["--checkpoint", str(ckpt), wav, wav, "--p-target", "0.01"]) == 1
+    assert "--p-target needs a calibration" in capsys.readouterr().err

@@ -327,24 +327,10 @@ def _written(tmp_path) -> str:
 # sslsv.bin.calibrate
 
 
-def test_calibrate_cli_writes_the_file(tmp_path, capsys):
-    trials, scores_path, scores, labels = synthetic_files(tmp_path)
-    config = tmp_path / "c.yaml"
-    config.write_text("scoring: {norm: s, top_k: 100}\n")
-    out = tmp_path / "cal" / "cal.json"
-    argv = ["--trials", str(trials), "--scores", str(scores_path), "--output", str(out)]
-    assert calibrate_cli.main(argv + ["--config", str(config), "--far", "0.02"]) == 0
-    printed = capsys.readouterr().out
-    assert "before calibration: EER" in printed and "after calibration: EER" in printed
-    cal = Calibration.from_json(out)
-    expected = fit_calibration(scores, labels, 0.01, fars=(0.02,), trials=str(trials))
-    assert cal.score_weight == pytest.approx(expected.score_weight)
-    assert cal.thresholds["far"].keys() == {"0.02"}
-    assert cal.scoring["norm"] == "s" and cal.scoring["top_k"] == 100
-    assert (cal.model, cal.trials) == ("", str(trials))
-
-
-def test_calibrate_cli_records_the_model_fingerprint(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> tuple[str, str]:
+    """``(model file, its fingerprint)``: the model hand-written scores are said to be of
+    (``--checkpoint``: they have no stamp saying so)."""
     import torch
 
     from sslsv.config.load import config_to_dict, load_config
@@ -353,22 +339,37 @@ def test_calibrate_cli_records_the_model_fingerprint(tmp_path):
 
     cfg = load_config(None, ["encoder.name=resnet", "encoder.args={channels: [4], blocks: [1]}"])
     state = EmbeddingModel(cfg).state_dict()
-    ckpt = tmp_path / "final.pt"
+    ckpt = tmp_path_factory.mktemp("model") / "final.pt"
     torch.save(model_payload(config_to_dict(cfg), state), ckpt)
-    trials, scores_path, _, _ = synthetic_files(tmp_path, n=300)
-    out = tmp_path / "cal.json"
+    return str(ckpt), model_fingerprint(state)
+
+
+def test_calibrate_cli_writes_the_file(tmp_path, capsys, tiny_model):
+    trials, scores_path, scores, labels = synthetic_files(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text("scoring: {norm: s, top_k: 100}\n")
+    out = tmp_path / "cal" / "cal.json"
     argv = ["--trials", str(trials), "--scores", str(scores_path), "--output", str(out)]
-    assert calibrate_cli.main(argv + ["--checkpoint", str(ckpt)]) == 0
-    assert Calibration.from_json(out).model == model_fingerprint(state)
+    argv += ["--checkpoint", tiny_model[0]]
+    assert calibrate_cli.main(argv + ["--config", str(config), "--far", "0.02"]) == 0
+    printed = capsys.readouterr().out
+    assert "before calibration: EER" in printed and "after calibration: EER" in printed
+    cal = Calibration.from_json(out)
+    expected = fit_calibration(scores, labels, 0.01, fars=(0.02,), trials=str(trials))
+    assert cal.score_weight == pytest.approx(expected.score_weight)
+    assert cal.thresholds["far"].keys() == {"0.02"}
+    assert cal.scoring["norm"] == "s" and cal.scoring["top_k"] == 100
+    assert (cal.model, cal.trials) == (tiny_model[1], str(trials))
 
 
-def test_calibrate_cli_with_durations(tmp_path, capsys):
+def test_calibrate_cli_with_durations(tmp_path, capsys, tiny_model):
     e, t, durations, scores, labels = duration_trials(np.random.default_rng(7), 4000, 400)
     trials, scores_path = write_score_files(tmp_path, e, t, labels, scores)
     utt2dur = tmp_path / "utt2dur"
     write_table(utt2dur, {u: repr(d) for u, d in durations.items()})
     out = tmp_path / "cal.json"
     argv = ["--trials", str(trials), "--scores", str(scores_path), "--output", str(out)]
+    argv += ["--checkpoint", tiny_model[0]]
     assert calibrate_cli.main(argv + ["--utt2dur", str(utt2dur)]) == 0
     assert Calibration.from_json(out).quality == ["log_dur_min", "log_dur_max"]
     write_table(utt2dur, {u: repr(d) for u, d in durations.items() if u != e[0]})
@@ -376,12 +377,12 @@ def test_calibrate_cli_with_durations(tmp_path, capsys):
     assert f"no duration for utterance {e[0]!r}" in err
 
 
-def test_calibrate_cli_bad_inputs(tmp_path, capsys):
+def test_calibrate_cli_bad_inputs(tmp_path, capsys, tiny_model):
     trials, scores_path, _, _ = synthetic_files(tmp_path, n=100)
     out = tmp_path / "cal.json"
     empty = tmp_path / "empty"
     empty.write_text("")
-    argv = ["--scores", str(empty), "--output", str(out)]
+    argv = ["--scores", str(empty), "--output", str(out), "--checkpoint", tiny_model[0]]
     assert "need both target and non-target" in error_line(
         calibrate_cli.main, argv + ["--trials", str(empty)], capsys
     )
@@ -422,7 +423,7 @@ def test_score_cli_writes_llrs_and_refuses_other_settings(embeddings, capsys):
     assert _score(tmp, "raw") == 0
     e, t, raw = read_scores(tmp / "raw")
     settings = dataclasses.replace(ScoringConfig(), subtract_mean=False, p_target=[0.5])
-    cal = Calibration(0.01, 7.5, -3.25, scoring=dataclasses.asdict(settings))
+    cal = Calibration(0.01, 7.5, -3.25, model="abc123", scoring=dataclasses.asdict(settings))
     cal.to_json(tmp / "cal.json")
     assert _score(tmp, "llr", "--calibration", str(tmp / "cal.json")) == 0  # p_target: no matter
     e2, t2, llr = read_scores(tmp / "llr")
@@ -449,7 +450,7 @@ def test_score_cli_writes_llrs_and_refuses_other_settings(embeddings, capsys):
 
 def test_compute_metrics_cli_prints_calibrated_lines(tmp_path, capsys):
     trials, scores_path, scores, labels = synthetic_files(tmp_path)
-    cal = fit_calibration(scores, labels, 0.01)
+    cal = fit_calibration(scores, labels, 0.01, model="abc123")
     cal.to_json(tmp_path / "cal.json")
     args = ["--trials", str(trials), "--scores", str(scores_path), "--p-target", "0.01", "0.05"]
     assert metrics_cli.main(args) == 0
@@ -488,7 +489,7 @@ def test_compute_metrics_cli_with_quality(tmp_path, capsys):
     write_table(utt2dur, {u: repr(d) for u, d in durations.items()})
     names = ["log_dur_min", "log_dur_max"]
     q = quality_measures(names, e, t, durations)
-    cal = fit_calibration(scores, labels, 0.01, q, names)
+    cal = fit_calibration(scores, labels, 0.01, q, names, model="abc123")
     cal.to_json(tmp_path / "cal.json")
     args = ["--trials", str(trials), "--scores", str(scores_path), "--json"]
     args += ["--calibration", str(tmp_path / "cal.json")]

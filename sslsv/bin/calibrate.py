@@ -9,9 +9,13 @@ Reads the dev trial list and its score file (matched by (enroll, test) pair), an
 --utt2dur the durations of the trials' utterances: the quality measures log_dur_min and
 log_dur_max then join the score in the fit. Fits ``llr = a * score + b (+ c . q)`` by
 prior-weighted logistic regression at --p-target (see ``sslsv/calibration.py``).
---checkpoint records the fingerprint of that model's weights, --config its scoring: section
-(the settings the dev scores were made with: give the same ones to sslsv.bin.score, which
-refuses a calibration made with others). Writes OUTPUT (JSON): the parameters, the
+The calibration records the fingerprint of the weights of the model whose scores it is
+fitted on, which every user of it checks: that model is the one SCORES.stamp names (written
+by sslsv.bin.score from the embeddings' extraction stamps) or --checkpoint; with both, they
+must agree; with neither, nothing is written. It records the scoring: settings the scores
+were made with (SCORES.stamp's, or --config's, which must then agree): sslsv.bin.score
+refuses a calibration made with others. Scores that are LLRs already are refused.
+Writes OUTPUT (JSON; not one of the inputs): the parameters, the
 thresholds on the raw and LLR scales (EER, minDCF per --dcf-p-target, the lowest threshold
 with a dev false-accept rate at most each --far, the Bayes threshold) and the dev metrics
 before and after calibration, which it also prints.
@@ -23,13 +27,24 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sslsv import cli
-from sslsv.calibration import QUALITY_MEASURES, fit_calibration, load_durations
+from sslsv.calibration import (
+    QUALITY_MEASURES,
+    fit_calibration,
+    load_durations,
+    model_file,
+    recorded_fingerprint,
+    same_model_file,
+    scores_made_by,
+    scoring_differences,
+)
 from sslsv.calibration import quality_measures as trial_quality
 from sslsv.config.load import load_config
 from sslsv.datadir.io import read_trials
 from sslsv.errors import DataError
+from sslsv.reuse import stamp_path
 from sslsv.scores import scores_for_trials
 
 
@@ -54,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="false-accept rates",
     )
     p.add_argument("--utt2dur", nargs="+", help="durations: fit with log_dur_min, log_dur_max")
-    p.add_argument("--checkpoint", help="model the scores came from (its fingerprint)")
+    p.add_argument(
+        "--checkpoint",
+        help="model the scores came from (default: the one SCORES.stamp names)",
+    )
     p.add_argument("--config", help="config whose scoring: section made the scores")
     return p
 
@@ -66,6 +84,47 @@ def _model_fingerprint(path: str) -> str:
     return model_fingerprint(model.state_dict())
 
 
+def scores_model(args: argparse.Namespace, made: dict[str, Any] | None) -> str:
+    """The fingerprint of the model whose scores are calibrated: the one the scores' stamp
+    names and --checkpoint, each checked against the other when both are given."""
+    recorded = None if made is None else made["model"]
+    if recorded is None and not args.checkpoint:
+        raise DataError(
+            f"{args.scores}: which model made these scores is not recorded (no "
+            f"{stamp_path(args.scores).name} from sslsv.bin.score over embeddings of "
+            "sslsv.bin.extract): give --checkpoint, the model they came from"
+        )
+    if recorded is None:
+        return _model_fingerprint(args.checkpoint)
+    fingerprint = recorded_fingerprint(recorded, args.scores)
+    given = args.checkpoint
+    if given and not same_model_file(model_file(given), recorded):
+        other = _model_fingerprint(given)
+        if other != fingerprint:
+            raise DataError(
+                f"--scores {args.scores}: made by model {recorded['path']} ({fingerprint}), "
+                f"not --checkpoint {given} ({other})"
+            )
+    return fingerprint
+
+
+def scores_scoring(args: argparse.Namespace, made: dict[str, Any] | None) -> dict[str, Any]:
+    """The scoring settings that made the scores: the stamp's, or --config's (which must
+    then agree with the stamp)."""
+    recorded = None if made is None else made["scoring"]
+    if not args.config:
+        return recorded or {}
+    scoring = dataclasses.asdict(load_config(args.config).scoring)
+    if recorded:
+        shown = scoring_differences(recorded, scoring, "the scores", "--config")
+        if shown:
+            raise DataError(
+                f"--scores {args.scores}: made with other scoring settings than --config "
+                f"{args.config} ({shown})"
+            )
+    return scoring
+
+
 def _line(name: str, m: dict, p: float) -> str:
     return (
         f"{name}: EER {100 * m['eer']:.4f}%  minDCF(p={p:g}) {m['min_dcf']:.4f}  "
@@ -74,7 +133,26 @@ def _line(name: str, m: dict, p: float) -> str:
 
 
 def calibrate(args: argparse.Namespace) -> None:
-    scoring = dataclasses.asdict(load_config(args.config).scoring) if args.config else {}
+    cli.check_io(
+        {
+            "--trials": args.trials,
+            "--scores": args.scores,
+            "--checkpoint": args.checkpoint,
+            "--config": args.config,
+            **{
+                f"--utt2dur #{i}" if i > 1 else "--utt2dur": p
+                for i, p in enumerate(args.utt2dur or (), 1)
+            },
+        },
+        files={"--output": args.output},
+    )
+    made = scores_made_by(args.scores)
+    if made is not None and made["calibration"] is not None:
+        raise DataError(
+            f"--scores {args.scores}: LLRs already (sslsv.bin.score --calibration): calibrate "
+            "the raw scores"
+        )
+    scoring = scores_scoring(args, made)
     scores, labels = scores_for_trials(args.trials, args.scores)
     names, quality = [], None
     if args.utt2dur:
@@ -87,7 +165,7 @@ def calibrate(args: argparse.Namespace) -> None:
             load_durations(args.utt2dur),
             " ".join(args.utt2dur),
         )
-    model = _model_fingerprint(args.checkpoint) if args.checkpoint else ""
+    model = scores_model(args, made)
     try:
         cal = fit_calibration(
             scores,

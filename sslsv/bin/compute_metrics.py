@@ -23,6 +23,11 @@ the raw scores' metrics are followed by actDCF per prior and Cllr of the calibra
     actDCF(p=0.01) calibrated: 0.4321
     Cllr calibrated: 0.4000
 
+A calibration must name its model (calibrate records it); when SCORES.stamp (from
+sslsv.bin.score) says which model made the scores, it must be that one, fitted on scores
+of the same scoring settings, and the scores must be raw, not LLRs already. --output may
+not be an input; --plot-dir may hold inputs but not be one.
+
 Definitions: see ``sslsv/metrics.py`` and ``docs/BACKEND.md``.
 """
 
@@ -37,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from sslsv import cli
-from sslsv.calibration import Calibration
+from sslsv.calibration import Calibration, recorded_fingerprint, scores_made_by
 from sslsv.config.load import load_config
 from sslsv.config.schema import ScoringConfig
 from sslsv.datadir.io import read_trials
@@ -115,6 +120,18 @@ def add_calibrated(
 ) -> None:
     """actDCF per prior and Cllr of the scores after ``--calibration``, into ``result``."""
     calibration = Calibration.from_json(args.calibration)
+    made = scores_made_by(args.scores)
+    model = None if made is None else made["model"]
+    if made is not None:
+        if made["calibration"] is not None:
+            raise DataError(
+                f"--scores {args.scores}: LLRs already (sslsv.bin.score --calibration): "
+                f"--calibration {args.calibration} would calibrate them twice"
+            )
+        calibration.check_scoring(made["scoring"], args.calibration)
+    fingerprint = None if model is None else recorded_fingerprint(model, args.scores)
+    what = f"the model that made {args.scores} ({model and model['path']})"
+    calibration.check_model(fingerprint, args.calibration, what)
     quality = None
     if calibration.quality:
         trials = read_trials(args.trials)  # scores are in trial order
@@ -138,6 +155,20 @@ def write_plots(scores: np.ndarray, labels: np.ndarray, result: dict, plot_dir: 
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    cli.check_io(
+        {
+            "--trials": args.trials,
+            "--scores": args.scores,
+            "--config": args.config,
+            "--calibration": args.calibration,
+            **{
+                f"--utt2dur #{i}" if i > 1 else "--utt2dur": p
+                for i, p in enumerate(args.utt2dur or (), 1)
+            },
+        },
+        files={"--output": args.output},
+        into={"--plot-dir": args.plot_dir},
+    )
     p_target = args.p_target
     if p_target is None:
         p_target = (load_config(args.config).scoring if args.config else ScoringConfig()).p_target

@@ -8,8 +8,10 @@ calibration and a model card in one file.
 
 Reads the model file (safely), the scoring: section of --config (default: the model's
 config), the training set's stage-5 embeddings (needed when that section subtracts the
-mean: their mean is packaged), the calibration (checked to be this model's and this
-scoring's) and the RESULTS file (its lines go into the card). Writes OUTPUT, a model file
+mean: their mean is packaged; their extraction stamps must name this model file, or one
+with the same weights, and their size be the model's embedding size), the calibration
+(checked to name this model and this scoring) and the RESULTS file (its lines go into the
+card). Writes OUTPUT (not one of the inputs), a model file
 that every command and ``sslsv.load_model`` read like final.pt (the extra entries: ``mean``,
 ``scoring``, ``calibration`` (its JSON text), ``card``), and OUTPUT's stem + ``.card.md``
 beside it: the model card in Markdown (what the model is, what it was trained on, how to
@@ -28,11 +30,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sslsv import __version__, cli
 from sslsv.backend import CosineBackend, load_embeddings
-from sslsv.calibration import Calibration
+from sslsv.calibration import (
+    Calibration,
+    embeddings_model,
+    model_file,
+    recorded_fingerprint,
+    same_model_file,
+)
 from sslsv.config.load import load_config
 from sslsv.config.schema import Config, ScoringConfig
 from sslsv.errors import DataError
@@ -117,7 +126,47 @@ def model_card(
     return "\n".join(lines)
 
 
+def training_mean(scp: str, checkpoint: str, fingerprint: str, embed_dim: int) -> np.ndarray:
+    """The mean of the training embeddings ``scp``, proved to be of the packaged model:
+    their extraction stamps name ``checkpoint`` as it is now, or a model file with the
+    same weights, and each is ``embed_dim`` long. A mean of another model's embeddings
+    would be subtracted from every embedding the package makes: refused, naming ``scp``."""
+    made_by = embeddings_model(scp)
+    if made_by is None:
+        raise DataError(
+            f"--train-embeddings {scp}: which model made them is not recorded (no "
+            "sslsv.bin.extract stamps beside their arks): extract them with "
+            f"python -m sslsv.bin.extract --checkpoint {checkpoint}"
+        )
+    if not same_model_file(made_by, model_file(checkpoint)):
+        other = recorded_fingerprint(made_by, f"--train-embeddings {scp}")
+        if other != fingerprint:
+            raise DataError(
+                f"--train-embeddings {scp}: made by model {made_by['path']} ({other}), not "
+                f"--checkpoint {checkpoint} ({fingerprint})"
+            )
+    _, x = load_embeddings(scp)
+    if x.shape[1] != embed_dim:
+        raise DataError(
+            f"--train-embeddings {scp}: {x.shape[1]}-d embeddings, but {checkpoint} makes "
+            f"{embed_dim}-d ones"
+        )
+    return CosineBackend.fit(x).mean
+
+
 def package(args: argparse.Namespace) -> None:
+    output = Path(args.output)
+    card_path = output.with_name(output.stem + ".card.md")
+    cli.check_io(
+        {
+            "--checkpoint": args.checkpoint,
+            "--config": args.config,
+            "--train-embeddings": args.train_embeddings,
+            "--calibration": args.calibration,
+            "--results": args.results,
+        },
+        files={"--output": output, "--output's card": card_path},
+    )
     payload = load_payload(args.checkpoint)
     model, cfg = model_from_payload(payload, args.checkpoint)
     sc = load_config(args.config).scoring if args.config else cfg.scoring
@@ -136,18 +185,14 @@ def package(args: argparse.Namespace) -> None:
     calibration = None
     if args.calibration:
         calibration = Calibration.from_json(args.calibration)
-        if calibration.model and calibration.model != fingerprint:
-            raise DataError(
-                f"{args.calibration}: made for model {calibration.model}, not {args.checkpoint} "
-                f"({fingerprint})"
-            )
+        calibration.check_model(fingerprint, args.calibration, args.checkpoint)
         calibration.check_scoring(out["scoring"], args.calibration)
         out["calibration"] = json.dumps(calibration.to_dict())
     if sc.subtract_mean:
         if not args.train_embeddings:
             raise DataError("scoring.subtract_mean is true: give --train-embeddings (the mean)")
-        _, x = load_embeddings(args.train_embeddings)
-        out["mean"] = torch.from_numpy(CosineBackend.fit(x).mean)
+        mean = training_mean(args.train_embeddings, args.checkpoint, fingerprint, model.embed_dim)
+        out["mean"] = torch.from_numpy(mean)
     results = Path(args.results).read_text(encoding="utf-8") if args.results else ""
     name = args.name or Path(args.checkpoint).parent.name
     params = sum(p.numel() for p in model.parameters())
@@ -155,9 +200,7 @@ def package(args: argparse.Namespace) -> None:
         name, cfg, fingerprint, params, model.embed_dim, sc, args.train_data, calibration, results
     )
     out["card"] = card
-    output = Path(args.output)
     save_atomic(out, output)
-    card_path = output.with_name(output.stem + ".card.md")
     with atomic_write(card_path) as f:
         f.write(card)
     log.info(

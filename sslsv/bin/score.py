@@ -14,8 +14,14 @@ trained on exactly these inputs (settings, training embeddings and labels: its s
 is loaded instead of trained; otherwise the back end is trained, saved there and stamped,
 and the log says what changed. With --calibration (from sslsv.bin.calibrate; --utt2dur
 too when it uses quality measures) the scores, after any normalisation, become LLRs; a
-calibration fitted on scores made with other scoring: settings is refused.
-Writes OUTPUT: ``enroll test score`` per trial, in the trial list's order.
+calibration fitted on scores made with other scoring: settings, or on another model's
+scores, is refused.
+Which model made the embeddings is read from the stamps sslsv.bin.extract wrote beside
+them: enroll, test and training embeddings of different models are refused.
+Writes OUTPUT: ``enroll test score`` per trial, in the trial list's order, and OUTPUT.stamp:
+the model file that made the embeddings (when their stamps say), the scoring settings and
+whether the scores are LLRs, which sslsv.bin.calibrate and sslsv.bin.compute_metrics read.
+OUTPUT (and --backend-model) may not be one of the inputs.
 """
 
 from __future__ import annotations
@@ -45,7 +51,14 @@ from sslsv.backend import (
     speaker_means,
 )
 from sslsv.backend.embeddings import parse_location
-from sslsv.calibration import Calibration
+from sslsv.calibration import (
+    Calibration,
+    ModelFile,
+    embeddings_model,
+    recorded_fingerprint,
+    same_model_file,
+    write_scores_stamp,
+)
 from sslsv.config.load import load_config
 from sslsv.config.schema import ScoringConfig
 from sslsv.datadir.io import read_trials
@@ -223,7 +236,49 @@ def _load_side(
     return ids, raw, row_of_code[codes]
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """The command's inputs and outputs, named once (sslsv.cli.check_io): neither the score
+    file nor the back end written may be an input, nor each other."""
+    inputs = {
+        "--config": args.config,
+        "--trials": args.trials,
+        "--enroll": args.enroll,
+        "--test": args.test,
+        "--train": args.train,
+        "--train-utt2spk": args.train_utt2spk,
+        "--calibration": args.calibration,
+        **{
+            f"--utt2dur #{i}" if i > 1 else "--utt2dur": p
+            for i, p in enumerate(args.utt2dur or (), 1)
+        },
+    }
+    cli.check_io(inputs, files={"--backend-model": args.backend_model})
+    cli.check_io({**inputs, "--backend-model": args.backend_model}, files={"--output": args.output})
+
+
+def scored_model(args: argparse.Namespace) -> ModelFile | None:
+    """The model file whose embeddings are scored, from the extraction stamps of
+    --enroll and --test (None: not known for one of them). Sides made by different models,
+    or a --train of another model than theirs, are refused: their scores mean nothing."""
+    sides = {"--enroll": embeddings_model(args.enroll)}
+    same = _same_file(args.enroll, args.test)
+    sides["--test"] = sides["--enroll"] if same else embeddings_model(args.test)
+    if args.train:
+        sides["--train"] = embeddings_model(args.train)
+    known = {k: v for k, v in sides.items() if v is not None}
+    first = next(iter(known), None)
+    for option, model in known.items():
+        if not same_model_file(known[first], model):
+            raise DataError(
+                f"{option} {getattr(args, option[2:])}: made by model {model['path']}, but "
+                f"{first} {getattr(args, first[2:])} by {known[first]['path']} (or by that file "
+                "before it changed): score embeddings of one model"
+            )
+    return None if sides["--enroll"] is None or sides["--test"] is None else sides["--enroll"]
+
+
 def score(args: argparse.Namespace) -> None:
+    check_paths(args)
     sc = scoring_config(args)
     start = time.time()
     trials = read_trials(args.trials)
@@ -236,10 +291,17 @@ def score(args: argparse.Namespace) -> None:
     enroll_codes = id_codes(enrolls, vocab)
     test_codes = id_codes(tests, vocab)
     check_unique_pairs(args.trials, enrolls, tests, pair_codes(enroll_codes, test_codes))
+    model = scored_model(args)
     calibration = quality = None
     if args.calibration:  # checked before any scoring work
         calibration = Calibration.from_json(args.calibration)
         calibration.check_scoring(dataclasses.asdict(sc), args.calibration)
+        fingerprint = None if model is None else recorded_fingerprint(model, args.enroll)
+        calibration.check_model(
+            fingerprint,
+            args.calibration,
+            f"the model of these embeddings ({model and model['path']})",
+        )
         quality = calibration.quality_for(enrolls, tests, args.utt2dur, args.calibration)
     backend = get_backend(args, sc)
 
@@ -280,7 +342,14 @@ def score(args: argparse.Namespace) -> None:
             raise DataError(f"{args.train}: {e}") from None
     if calibration is not None:
         scores = calibration.apply(scores, quality)
+    remove_stamp(args.output)  # a failure below leaves no stamp that describes other scores
     write_scores(args.output, enrolls, tests, scores)
+    write_scores_stamp(
+        args.output,
+        model,
+        dataclasses.asdict(sc),
+        None if calibration is None else calibration.model,
+    )
     log.info(
         "wrote %s (%s, norm %s%s) in %.1fs",
         args.output,

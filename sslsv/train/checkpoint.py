@@ -29,8 +29,56 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
+#: Leading bytes of files that get mistaken for model files, to name what was given instead.
+_MAGIC = {
+    b"fLaC": "FLAC audio",
+    b"RIFF": "WAV audio",
+    b"OggS": "Ogg audio",
+    b"ID3": "MP3 audio",
+    b"\x89HDF": "HDF5 (Keras?) weights",
+    b"\x08": "ONNX or other protobuf",
+}
+
+
+def _not_a_model_file(path: str | os.PathLike, e: BaseException) -> str:
+    """Why ``torch.load`` refused ``path``, in the toolkit's words. Torch's own message
+    advises loading again with ``weights_only=False``, the unsafe load (any code in the file
+    runs) that this toolkit exists to avoid: it is never repeated."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    kind = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
+    text = str(e)
+    if kind is not None:
+        why = f"it looks like {kind}"
+    elif not head:
+        why = "it is empty"
+    elif "Unsupported global" in text:
+        # A pickle with code or objects that are not tensors: maybe a model of another
+        # toolkit; never unpickled here.
+        why = "it holds Python objects other than tensors, which sslsv never unpickles"
+    elif isinstance(e, RuntimeError) and "zip archive" in text:
+        why = "a damaged or truncated file (half copied?)"
+    elif isinstance(e, EOFError):
+        why = "it ends early (truncated?)"
+    else:
+        why = "not a file written by torch.save"
+    return f"not a sslsv model/checkpoint file: {why}"
+
+
 def load_safe(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """The contents of a file written by :func:`save_atomic` (tensors and plain values
+    only: nothing in the file is executed). A missing or unreadable path is its
+    ``OSError``; any other file is a :class:`DataError` saying it is not a model or
+    checkpoint file (and what it looks like, for audio and ONNX files)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # the path's own error: missing, a folder, no permission
+    except Exception as e:  # unpickling, zip, EOF and key errors: a file of another kind
+        raise DataError(_not_a_model_file(path, e)) from None
 
 
 def checkpoint_files(ckpt_dir: Path, steps_per_epoch: int) -> list[tuple[int, Path]]:

@@ -11,6 +11,7 @@ import torch
 
 from sslsv.config.load import config_to_dict
 from sslsv.config.schema import Config
+from sslsv.errors import DataError
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train import checkpoint
 from sslsv.train.dataset import CropDataset
@@ -22,7 +23,10 @@ def start_from_model(model: EmbeddingModel, cfg: Config, path: Path) -> bool:
     """Load the encoder and front end of model file ``path`` into ``model`` when they are
     the same (``encoder`` and ``features`` sections); otherwise keep the random start and
     say why (a ``stats`` seed has no encoder to start from). Returns whether it loaded."""
-    payload = checkpoint.load_safe(path)
+    try:
+        payload = checkpoint.load_safe(path)
+    except DataError as e:
+        raise DataError(f"--init-model {path}: {e}") from None
     seed_cfg = payload.get("config", {}) if isinstance(payload, dict) else {}
     mine = config_to_dict(cfg)
     different = [k for k in ("encoder", "features") if seed_cfg.get(k) != mine[k]]
