@@ -4,13 +4,22 @@ k-means of the L2-normalised embeddings into ``kmeans_clusters``, then (optional
 agglomerative merging of the k-means centroids, the JHU VoxSRC-21 / sslsv-authors recipe
 (VoxCeleb2: k-means into 50,000, AHC to 7,500), then dense relabelling with the clusters
 smaller than ``min_cluster_size`` left out (their utterances get no label). The settings are
-the config's ``pseudo_label:`` section (:class:`sslsv.config.schema.PseudoLabelConfig`).
+the config's ``pseudo_label:`` section (:class:`sslsv.config.schema.PseudoLabelConfig`); the
+device (``cpu``, ``cuda``) is the caller's (``python -m sslsv.bin.cluster --device``).
 
-k-means: scikit-learn's Lloyd (BLAS-chunked distances, OpenMP) with ``n_init=1`` and
-``max_iter = kmeans_iters``, started by scikit-learn's greedy k-means++ over a random
-subsample of 2 K embeddings, all seeded by ``pseudo_label.seed``. Chosen by measurement
-(bench/bench_clustering.py and docs/clustering_bench.md; 2 CPU cores shared with other work,
-so times vary by up to 2x with the load):
+k-means, two back ends (``pseudo_label.kmeans_backend``) of one algorithm: Lloyd with
+``max_iter = kmeans_iters``, started by greedy k-means++ over a random subsample of 2 K
+embeddings, all seeded by ``pseudo_label.seed``:
+
+- ``torch`` (the default): :mod:`sslsv.kmeans`, on the CPU or a GPU, deterministic by seed
+  (fixed-point centroid sums). On the benchmark below, 2 shared CPU cores: 78 s against
+  scikit-learn's 92 s (best of 3 each, docs/clustering_bench.md); on a GPU it is the way to
+  VoxCeleb2's size (projected: k-means and merging in about a minute on one H100).
+- ``sklearn``: scikit-learn's Lloyd (BLAS-chunked distances, OpenMP), ``n_init=1``, CPU only.
+
+The algorithm was chosen by measurement, with scikit-learn (bench/bench_clustering.py and
+docs/clustering_bench.md; 2 CPU cores shared with other work, so times vary by up to 2x
+with the load):
 
 - the benchmark, 200,000 x 256 of 6,000 speakers into K = 6,000: a random start (Forgy) and
   30 Lloyd iterations took 162 s on idle cores, NMI 0.976; the k-means++ start on 2 K adds
@@ -24,25 +33,25 @@ so times vary by up to 2x with the load):
   with 73 empty clusters. Elkan's variant keeps N x K bounds (4.8 GB here, 220 GB for
   VoxCeleb2): not usable.
 
-The k-means++ start runs on one BLAS thread and on a float64 copy of the subsample: its steps
-are thin products, which BLAS threads slowed down 2x to 10x here, and on float32 input
-scikit-learn upcasts the distances chunk by chunk (4x slower).
+scikit-learn's k-means++ start runs on one BLAS thread and on a float64 copy of the
+subsample: its steps are thin products, which BLAS threads slowed down 2x to 10x here, and
+on float32 input scikit-learn upcasts the distances chunk by chunk (4x slower).
 
-Reproducibility: the same seed gives the same labels with one or two OpenMP threads. Each
-thread sums its fixed (static) share of the rows; the threads' sums are then added in the
-order they finish, which with more than two threads can change the last bit of a centroid
-and, rarely, a label near a boundary (``OMP_NUM_THREADS`` fixes the count, not the order).
+Reproducibility of the sklearn back end: the same seed gives the same labels with one or two
+OpenMP threads. Each thread sums its fixed (static) share of the rows; the threads' sums are
+then added in the order they finish, which with more than two threads can change the last
+bit of a centroid and, rarely, a label near a boundary.
 
-Merging: :func:`scipy.cluster.hierarchy.linkage` over the re-normalised centroids, each
-centroid counting once whatever its size (plain, unweighted centroid linkage: scipy's linkage
-takes no weights, and AHC over the utterances themselves, N(N-1)/2 distances, is out of
-reach), on cosine distances (``average``, ``complete``, ``single``) or on euclidean distances
-between the unit-length centroids (``ward``, which needs them). The condensed distance matrix
-is filled block by block from matrix products (8 bytes x K(K-1)/2: 9.3 GiB at K = 50,000);
-scipy copies it once more, so the peak is about twice that (measured at K = 6,000 and
-15,000). ``merge_to``: cut to that many clusters; ``merge_threshold``: cut at that cosine
-distance (for ``ward``, at the ward height ``sqrt(2 x threshold)``, which is the height of
-two single centroids that far apart).
+Merging: :func:`sslsv.ahc.linkage` (scipy's nearest-neighbour chain and its merges, on a
+float32 condensed matrix: 4 bytes per pair, 4.66 GiB at K = 50,000 where scipy's float64
+linkage needed about 18 GiB) over the re-normalised centroids, on the device, each
+centroid counting once whatever its size (plain, unweighted centroid linkage, as scipy's;
+AHC over the utterances themselves, N(N-1)/2 distances, is out of reach), on cosine
+distances (``average``, ``complete``, ``single``) or on euclidean distances between the
+unit-length centroids (``ward``, which needs them); then scipy's ``fcluster``.
+``merge_to``: cut to that many clusters; ``merge_threshold``: cut at that cosine distance
+(for ``ward``, at the ward height ``sqrt(2 x threshold)``, which is the height of two single
+centroids that far apart).
 """
 
 from __future__ import annotations
@@ -53,9 +62,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from sslsv.ahc import linkage as float32_linkage
 from sslsv.config.schema import PseudoLabelConfig
 from sslsv.errors import DataError
+from sslsv.kmeans import INIT_SAMPLE_PER_CLUSTER, KMeansResult, torch_kmeans
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +90,27 @@ def normalise(x: np.ndarray, copy: bool = True) -> np.ndarray:
     return x
 
 
-@dataclass
-class KMeansResult:
-    labels: np.ndarray  # (N,) int64, in 0..K-1
-    centroids: np.ndarray  # (K, D) float32, not normalised
-    iterations: int
-    seconds: float  # in all, the start included
-    init_seconds: float  # k-means++ on the subsample
-
-
-#: k-means++ picks the K starting centres among this many times K embeddings drawn at random.
-INIT_SAMPLE_PER_CLUSTER = 2
-
-
-def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> KMeansResult:
+def kmeans(
+    x: np.ndarray,
+    k: int,
+    iters: int,
+    seed: int,
+    backend: str = "torch",
+    device: torch.device | str = "cpu",
+) -> KMeansResult:
     """Lloyd's k-means of the rows of ``x`` (already normalised) into ``k`` clusters, started
-    by k-means++ on a random subsample of ``2 k`` rows, all drawn with ``seed`` (the module
-    docstring says why)."""
+    by k-means++ on a random subsample of ``2 k`` rows, all drawn with ``seed``, by the
+    ``backend`` (``torch`` on ``device``, or ``sklearn`` on the CPU; the module docstring
+    says why)."""
+    if backend == "torch":
+        return torch_kmeans(x, k, iters, seed, device)
+    if backend != "sklearn":
+        raise ValueError(f"k-means back end {backend!r}: not torch or sklearn")
+    return sklearn_kmeans(x, k, iters, seed)
+
+
+def sklearn_kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> KMeansResult:
+    """scikit-learn's Lloyd k-means, started by its k-means++ on the subsample."""
     from sklearn.cluster import KMeans, kmeans_plusplus  # seconds: only for this stage
     from threadpoolctl import threadpool_limits
 
@@ -124,47 +140,28 @@ def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> KMeansResult:
     return KMeansResult(labels, centroids, int(km.n_iter_), seconds, init_seconds)
 
 
-def condensed_cosine_distances(c: np.ndarray, block: int = 2048) -> np.ndarray:
-    """Cosine distances ``1 - c_i . c_j`` (i < j) of unit rows, in scipy's condensed order,
-    float64; filled from ``block``-row matrix products so that the only large array is the
-    result (a full K x K matrix would be twice as big)."""
-    n = len(c)
-    out = np.empty(n * (n - 1) // 2, dtype=np.float64)
-    pos = 0
-    for begin in range(0, n, block):
-        end = min(begin + block, n)
-        sim = c[begin:end] @ c[begin:].T  # float32: the rows right of the diagonal
-        for i in range(begin, end):
-            row = sim[i - begin, i - begin + 1 :]
-            out[pos : pos + len(row)] = row
-            pos += len(row)
-    np.subtract(1.0, out, out=out)
-    np.clip(out, 0.0, 2.0, out=out)
-    return out
-
-
 def merge_clusters(
-    centroids: np.ndarray, merge_to: int = 0, threshold: float = 0.0, linkage: str = "average"
+    centroids: np.ndarray,
+    merge_to: int = 0,
+    threshold: float = 0.0,
+    linkage: str = "average",
+    device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Agglomerative clustering of the centroids: ``(K,)`` merged label (0-based) of each.
+    """Agglomerative clustering of the centroids on ``device``: ``(K,)`` merged label
+    (0-based) of each.
 
     ``merge_to`` > 0: at most that many clusters; else ``threshold`` > 0: merge up to that
     cosine distance. Both 0: every centroid is its own cluster."""
     from scipy.cluster.hierarchy import fcluster
-    from scipy.cluster.hierarchy import linkage as scipy_linkage
 
     k = len(centroids)
     if merge_to and threshold:
         raise ValueError("give merge_to or threshold, not both")
     if (not merge_to and not threshold) or k < 2:
         return np.arange(k, dtype=np.int64)
-    c = normalise(centroids)
-    y = condensed_cosine_distances(c)
-    if linkage == "ward":
-        np.multiply(y, 2.0, out=y)
-        np.sqrt(y, out=y)  # |a - b| = sqrt(2 - 2 a.b) for unit a, b
-    z = scipy_linkage(y, method=linkage)
-    del y
+    c = torch.from_numpy(normalise(centroids)).to(device)
+    z = float32_linkage(c, linkage)
+    del c
     if merge_to:
         flat = fcluster(z, t=merge_to, criterion="maxclust")
     else:
@@ -211,24 +208,35 @@ class Clustering:
         return int(np.count_nonzero(self.labels >= 0))
 
 
-def cluster_embeddings(x: np.ndarray, cfg: PseudoLabelConfig, copy: bool = True) -> Clustering:
-    """k-means, merging and relabelling of the embeddings ``x`` (N x D) per ``cfg``.
+def cluster_embeddings(
+    x: np.ndarray,
+    cfg: PseudoLabelConfig,
+    copy: bool = True,
+    device: torch.device | str = "cpu",
+) -> Clustering:
+    """k-means, merging and relabelling of the embeddings ``x`` (N x D) per ``cfg``, the
+    torch parts (k-means with ``kmeans_backend: torch``, and the merging) on ``device``.
 
     ``copy=False``: ``x`` (float32) is normalised in place, no second copy of it (1.1 M x 512
     embeddings are 2.1 GiB)."""
     x = normalise(x, copy)
-    km = kmeans(x, cfg.kmeans_clusters, cfg.kmeans_iters, cfg.seed)
+    k, backend = cfg.kmeans_clusters, cfg.kmeans_backend
+    km = kmeans(x, k, cfg.kmeans_iters, cfg.seed, backend, device)
     del x
     log.info(
-        "k-means: %d clusters, %d iterations, %.1f s (k-means++ start: %.1f s)",
-        cfg.kmeans_clusters,
+        "k-means (%s on %s): %d clusters, %d iterations, %.1f s (k-means++ start: %.1f s)",
+        backend,
+        device if backend == "torch" else "cpu",
+        k,
         km.iterations,
         km.seconds,
         km.init_seconds,
     )
     start = time.perf_counter()
     used = np.unique(km.labels)  # Lloyd relocates empty clusters; duplicates can leave some
-    merged_of = merge_clusters(km.centroids[used], cfg.merge_to, cfg.merge_threshold, cfg.linkage)
+    merged_of = merge_clusters(
+        km.centroids[used], cfg.merge_to, cfg.merge_threshold, cfg.linkage, device
+    )
     to_used = np.full(len(km.centroids), -1, dtype=np.int64)
     to_used[used] = np.arange(len(used))
     merged = merged_of[to_used[km.labels]]

@@ -50,8 +50,9 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 
 def enable_tf32() -> None:
-    """TF32 tensor cores for the float32 products of a CUDA run (encoder layers in fp32
-    runs, k-means distances): about 8x the float32 rate on an A100/H100, with a 10-bit
+    """TF32 tensor cores for the float32 products of a CUDA training run (encoder layers in
+    fp32 runs, SSPS's k-means): about 8x the float32 rate on an A100/H100, with a 10-bit
     mantissa, the precision that cuDNN already uses for convolutions by default. The loss
-    products opt out (:func:`full_precision`)."""
+    products opt out (:func:`full_precision`), and so does the second stage's clustering
+    (:mod:`sslsv.kmeans`: its labels decide at near-ties)."""
     torch.set_float32_matmul_precision("high")

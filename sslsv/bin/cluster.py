@@ -2,11 +2,12 @@
 
   python -m sslsv.bin.cluster --config conf/x.yaml \
       --embeddings exp/x/embeddings_final/train/embeddings.scp \
-      --data data/train --output data/train_pl1
+      --data data/train --output data/train_pl1 [--device cpu|cuda]
 
 Reads the pseudo_label: section of --config (default: its defaults), DATA (a data dir) and
 an embedding (scp or ark) for every utterance of DATA. Clusters them (sslsv.cluster: k-means
-of the L2-normalised embeddings, optional agglomerative merging of the centroids, clusters
+of the L2-normalised embeddings, by pseudo_label.kmeans_backend torch (on --device) or
+sklearn (CPU), optional agglomerative merging of the centroids (on --device), clusters
 smaller than pseudo_label.min_cluster_size left out) and writes OUTPUT atomically: a data
 dir of the kept utterances, keyed like DATA (its per-utterance and per-recording files
 restricted to them, unchanged) whose utt2spk and spk2utt name pseudo-speakers pl0001, pl0002,
@@ -15,8 +16,9 @@ copied. Also OUTPUT/clustering.txt (for people) and OUTPUT/clustering.json (for 
 utterances kept and left out, clusters before and after merging, a cluster-size histogram
 and, when DATA/utt2spk has real speakers, NMI, ARI, purity and inverse purity against them
 (statistics only: the true labels are not used for training).
-A rerun with the same embeddings, DATA files and pseudo_label: settings (OUTPUT.stamp says)
-does nothing; otherwise the log says what changed and OUTPUT is redone.
+A rerun with the same embeddings, DATA files, pseudo_label: settings and device type (cpu or
+cuda: their float rounding differs; OUTPUT.stamp says) does nothing; otherwise the log says
+what changed and OUTPUT is redone. --device cuda where no GPU is visible: a one-line error.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sslsv import cli
 from sslsv.backend import load_embeddings
@@ -49,6 +52,7 @@ from sslsv.datadir.io import (
 from sslsv.datadir.tools import check_replaceable, write_filtered
 from sslsv.datadir.validate import validate_data_dir
 from sslsv.errors import DataError
+from sslsv.extraction import check_device
 from sslsv.fileio import atomic_dir, atomic_write, kaldi_sort_key, read_dict, write_table
 from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
 
@@ -65,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True, help="embeddings (scp or ark) of DATA")
     p.add_argument("--data", required=True, help="the training data dir to cluster")
     p.add_argument("--output", required=True, help="the pseudo-labelled data dir to write")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where k-means (kmeans_backend torch) and the merging run: cpu, cuda, cuda:N",
+    )
     return p
 
 
@@ -91,13 +100,21 @@ def _settings(pl: PseudoLabelConfig) -> dict:
     return settings
 
 
-def cluster_inputs(args: argparse.Namespace, pl: PseudoLabelConfig) -> dict:
+def device_type(pl: PseudoLabelConfig, device: torch.device) -> str:
+    """The stamp's device: its type where torch code runs on it (k-means with the torch back
+    end, or the merging), else "cpu": only the type, as cuda:0 and cuda:1 round alike."""
+    on_device = pl.kmeans_backend == "torch" or pl.merge_to or pl.merge_threshold
+    return device.type if on_device else "cpu"
+
+
+def cluster_inputs(args: argparse.Namespace, pl: PseudoLabelConfig, device: torch.device) -> dict:
     """What OUTPUT is made from (see :mod:`sslsv.reuse`)."""
     data = Path(args.data)
     names = sorted({*utterance_files(data), *recording_files(data), *SPK_FILES, "utt2spk"})
     return {
         "format": CLUSTER_FORMAT,
         "settings": _settings(pl),
+        "device": device_type(pl, device),
         "data": text_digest(*(data / n for n in names)),
         "embeddings": _embeddings_digest(args.embeddings),
     }
@@ -111,10 +128,13 @@ def _true_labels(utts: list[str], utt2spk: dict[str, str]) -> list[str] | None:
     return speakers if 1 < n < len(utts) else None
 
 
-def statistics(result: Clustering, pl: PseudoLabelConfig, true: list[str] | None) -> dict:
+def statistics(
+    result: Clustering, pl: PseudoLabelConfig, true: list[str] | None, device: str = "cpu"
+) -> dict:
     """Everything clustering.json holds; the true labels only give the quality figures."""
     n = len(result.labels)
     stats: dict = {
+        "device": device,
         "utterances": n,
         "kept": result.kept,
         "dropped": n - result.kept,
@@ -155,6 +175,8 @@ def _line(name: str, q: dict) -> str:
 def report(stats: dict, args: argparse.Namespace) -> str:
     """clustering.txt: the statistics in words."""
     s = stats["settings"]
+    torch_on = f" on {stats['device']}"
+    backend = s["kmeans_backend"] + (torch_on if s["kmeans_backend"] == "torch" else "")
     if s["merge_to"]:
         merging = f"{s['linkage']} linkage to {s['merge_to']} clusters"
     elif s["merge_threshold"]:
@@ -167,11 +189,13 @@ def report(stats: dict, args: argparse.Namespace) -> str:
         f"utterances: {stats['utterances']}",
         f"kept: {stats['kept']}, dropped: {stats['dropped']} (clusters of fewer than "
         f"{s['min_cluster_size']} utterances)",
-        f"k-means: {s['kmeans_clusters']} clusters asked, {stats['kmeans_clusters']} non-empty, "
+        f"k-means ({backend}): {s['kmeans_clusters']} clusters asked, "
+        f"{stats['kmeans_clusters']} non-empty, "
         f"{stats['kmeans_iterations']} iterations (of at most {s['kmeans_iters']}), seed "
         f"{s['seed']}, {stats['kmeans_seconds']:.1f} s (k-means++ start on a subsample: "
         f"{stats['kmeans_init_seconds']:.1f} s)",
-        f"merging: {merging}: {stats['merged_clusters']} clusters, {stats['merge_seconds']:.1f} s",
+        f"merging: {merging}: {stats['merged_clusters']} clusters, {stats['merge_seconds']:.1f} s"
+        + (torch_on if merging != "none" else ""),
         f"pseudo-speakers (clusters kept): {stats['clusters']}",
         "cluster sizes after merging (clusters, utterances):",
     ]
@@ -231,14 +255,21 @@ def write_output(
 def cluster(args: argparse.Namespace) -> None:
     pl = load_config(args.config).pseudo_label if args.config else PseudoLabelConfig()
     data, output = Path(args.data), Path(args.output)
-    if data.resolve() == output.resolve():
-        raise DataError(f"--data and --output are both {data}")
+    device = check_device(args.device)  # one line where --device cuda finds no GPU
     validate_data_dir(data, check_wav_exists=False)
-    inputs = cluster_inputs(args, pl)
+    inputs = cluster_inputs(args, pl, device)
     why = changes(output, inputs)
     if not why:
-        log.info("%s is up to date (same embeddings, data dir and pseudo_label:)", output)
+        log.info("%s is up to date (same embeddings, data dir, pseudo_label: and device)", output)
         return
+    # OUTPUT is replaced whole: not DATA, the embeddings or the config, nor a folder holding
+    # one, and somewhere it can be written; refused before the clustering, not after it
+    # (after the up-to-date check: an up-to-date OUTPUT in a read-only folder is fine).
+    embeddings = args.embeddings.removeprefix("ark:").removeprefix("scp:")
+    cli.check_io(
+        {"--data": data, "--embeddings": embeddings, "--config": args.config},
+        folders={"--output": output},
+    )
     log.info("clustering %s into %s: %s", data, output, "; ".join(why))
     check_replaceable(output)
     remove_stamp(output)
@@ -251,8 +282,10 @@ def cluster(args: argparse.Namespace) -> None:
             f"utterances of {data}"
         )
     # Normalised in place: one copy of the embeddings (VoxCeleb2: 2.1 GiB), not two.
-    result = cluster_embeddings(load_embeddings(args.embeddings, utts)[1], pl, copy=False)
-    stats = statistics(result, pl, _true_labels(utts, utt2spk))
+    x = load_embeddings(args.embeddings, utts)[1]
+    result = cluster_embeddings(x, pl, copy=False, device=device)
+    del x  # 2.1 GiB at VoxCeleb2 size, not kept while OUTPUT is written
+    stats = statistics(result, pl, _true_labels(utts, utt2spk), str(device))
     if not result.kept:
         raise DataError(
             f"{data}: no cluster has pseudo_label.min_cluster_size {pl.min_cluster_size} "

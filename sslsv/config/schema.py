@@ -251,6 +251,9 @@ class PseudoLabelConfig:
 
     kmeans_clusters: int = checked(1000, minimum=2)
     kmeans_iters: int = checked(30, minimum=1)
+    # torch: sslsv.kmeans, on sslsv.bin.cluster's --device (a GPU at VoxCeleb2 size);
+    # sklearn: scikit-learn's Lloyd, CPU only. One algorithm (docs/clustering_bench.md).
+    kmeans_backend: Literal["torch", "sklearn"] = "torch"
     merge_to: int = checked(0, minimum=0)
     merge_threshold: float = checked(0.0, minimum=0, maximum=2)
     linkage: Linkage = "average"
