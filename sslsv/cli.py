@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sslsv.errors import UserError
@@ -139,6 +139,11 @@ def _check_writable(option: str, path: Path, kind: str) -> None:
         raise OutputError(f"{option} {path}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: cannot write in {parent} (permission denied)")
+
+
+def numbered(option: str, paths: Sequence[PathArg] | None) -> dict[str, PathArg]:
+    """A repeated option's paths for :func:`check_io`: ``--utt2dur``, ``--utt2dur #2``..."""
+    return {f"{option} #{i}" if i > 1 else option: p for i, p in enumerate(paths or (), 1)}
 
 
 def check_io(

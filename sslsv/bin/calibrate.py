@@ -139,10 +139,7 @@ def calibrate(args: argparse.Namespace) -> None:
             "--scores": args.scores,
             "--checkpoint": args.checkpoint,
             "--config": args.config,
-            **{
-                f"--utt2dur #{i}" if i > 1 else "--utt2dur": p
-                for i, p in enumerate(args.utt2dur or (), 1)
-            },
+            **cli.numbered("--utt2dur", args.utt2dur),
         },
         files={"--output": args.output},
     )

@@ -161,10 +161,7 @@ def evaluate(args: argparse.Namespace) -> None:
             "--scores": args.scores,
             "--config": args.config,
             "--calibration": args.calibration,
-            **{
-                f"--utt2dur #{i}" if i > 1 else "--utt2dur": p
-                for i, p in enumerate(args.utt2dur or (), 1)
-            },
+            **cli.numbered("--utt2dur", args.utt2dur),
         },
         files={"--output": args.output},
         into={"--plot-dir": args.plot_dir},

@@ -247,10 +247,7 @@ def check_paths(args: argparse.Namespace) -> None:
         "--train": args.train,
         "--train-utt2spk": args.train_utt2spk,
         "--calibration": args.calibration,
-        **{
-            f"--utt2dur #{i}" if i > 1 else "--utt2dur": p
-            for i, p in enumerate(args.utt2dur or (), 1)
-        },
+        **cli.numbered("--utt2dur", args.utt2dur),
     }
     cli.check_io(inputs, files={"--backend-model": args.backend_model})
     cli.check_io({**inputs, "--backend-model": args.backend_model}, files={"--output": args.output})
