@@ -386,7 +386,9 @@ def test_ahc_peak_memory_is_four_bytes_a_pair():
     )
     extra = int(out.stdout.split()[-1])
     fill = 4 * 128 * n  # a block of similarities
-    assert 0.95 * 4 * pairs <= extra <= 4 * pairs + fill + 4 * 2**20, extra / pairs
+    # 8 MiB for what else the process touches at its first large allocation (allocator
+    # arenas, thread stacks: 4.7 to 5.4 bytes a pair seen in two venvs of this machine).
+    assert 0.95 * 4 * pairs <= extra <= 4 * pairs + fill + 8 * 2**20, extra / pairs
     assert extra < 16 * pairs / 2  # half of what scipy's linkage took
 
 
