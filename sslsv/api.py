@@ -43,8 +43,9 @@ from sslsv.audio import AudioSource
 from sslsv.backend import CosineBackend
 from sslsv.calibration import Calibration
 from sslsv.config.schema import Config, ExtractConfig
+from sslsv.devices import check_device, cudnn_benchmark
 from sslsv.errors import DataError
-from sslsv.extraction import check_device, cudnn_benchmark, mean_of_crops, take_crops
+from sslsv.extraction import mean_of_crops, take_crops
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import load_payload, model_fingerprint, model_from_payload
 
@@ -249,7 +250,7 @@ def load_model(
 ) -> SpeakerModel:
     """A model file (final.pt, a packaged model.pt, init.pt or a checkpoint; loaded safely,
     tensors only) ready to embed on ``device`` ("cpu", "cuda", "cuda:1", ...; a one-line
-    :class:`sslsv.extraction.DeviceError` when it is not here); ``calibration`` (a JSON
+    :class:`sslsv.devices.DeviceError` when it is not here); ``calibration`` (a JSON
     file from ``python -m sslsv.bin.calibrate``) overrides one packaged with the model.
 
     The file is read into CPU memory and only the model moves to ``device``."""

@@ -1,5 +1,6 @@
-"""Moving data to the training device without making the host wait, and the precision of
-the products that decide a loss.
+"""Devices: checking a device name (:func:`check_device`), moving data to the device without
+making the host wait, the precision of the products that decide a loss, and cuDNN
+autotuning (:func:`cudnn_benchmark`).
 
 Two rules that keep a GPU busy (:mod:`sslsv.train.sync_probe` checks both in the tests):
 host tensors reach the device through :func:`upload` (pinned memory, an asynchronous copy),
@@ -10,9 +11,12 @@ honest: the similarity products and the loss run in float32 (:func:`full_precisi
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
+
+from sslsv.errors import UserError
 
 
 def upload(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -56,3 +60,47 @@ def enable_tf32() -> None:
     products opt out (:func:`full_precision`), and so does the second stage's clustering
     (:mod:`sslsv.kmeans`: its labels decide at near-ties)."""
     torch.set_float32_matmul_precision("high")
+
+
+class DeviceError(UserError, ValueError):
+    """A device that does not exist here (no CUDA, or a GPU index beyond those visible)."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", ...) as a ``torch.device``, checked to exist
+    here (CUDA devices: those that ``CUDA_VISIBLE_DEVICES`` leaves visible), or a one-line
+    :class:`DeviceError` naming it, rather than torch's error deep inside a load."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {device!r}: not a device (cpu, cuda or cuda:N)") from None
+    if resolved.type != "cuda":
+        return resolved
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device {str(device)!r}: CUDA is not available here (no GPU visible, or torch "
+            "built without CUDA); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if resolved.index is not None and resolved.index >= count:
+        raise DeviceError(
+            f"device {str(device)!r}: only {count} CUDA device(s) visible (cuda:0 to "
+            f"cuda:{count - 1}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})"
+        )
+    return resolved
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN autotuning on or off inside the block, the previous setting restored after.
+
+    Autotuning pays only when every input has one shape (crops): each new shape is tuned
+    again, which for whole utterances (a new length nearly every time) costs more than it
+    saves. Only the flag changes (``torch.backends.cudnn.flags`` would also reset the
+    other cuDNN settings to its own defaults)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

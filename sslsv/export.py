@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from torch import nn
 from sslsv import __version__
 from sslsv.config.schema import Config
 from sslsv.errors import DataError
-from sslsv.fileio import atomic_write
+from sslsv.fileio import atomic_write, fsync_file, temporary_beside
 from sslsv.models.embedding import EmbeddingModel
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ def export_onnx(graph: InferenceGraph, cfg: Config, path: Path, meta: dict) -> N
 
     batch = torch.export.Dim("batch", min=1)
     samples = torch.export.Dim("samples", min=min_samples(cfg))
-    tmp = _temporary(path)  # unique: two exports to one file never write the same temporary
+    tmp = temporary_beside(path)  # unique: two exports to one file never write the same temporary
     try:
         program = torch.onnx.export(
             graph,
@@ -116,27 +115,10 @@ def export_onnx(graph: InferenceGraph, cfg: Config, path: Path, meta: dict) -> N
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         onnx.save_model(proto, os.fspath(tmp))
-        _sync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _temporary(path: Path) -> Path:
-    """A new empty file beside ``path`` (hidden, unique), with the permissions a plain
-    ``open`` would give (mkstemp makes it private)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
-def _sync(path: Path) -> None:
-    """On disk before the rename that publishes it: a power cut must not leave it empty."""
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def export_model(
@@ -172,7 +154,7 @@ def export_verified(
     failed check, an error or a kill leaves ``path`` as it was (or absent), never an
     unchecked or half-written file. Returns the metadata and the parity error."""
     path = Path(path)
-    tmp = _temporary(path)
+    tmp = temporary_beside(path)
     try:
         meta = export_model(model, cfg, fmt, tmp, fingerprint)
         error = parity_error(model, load_exported(tmp, fmt), waves)
@@ -182,7 +164,7 @@ def export_verified(
                 f"(tolerance {PARITY_TOLERANCE:g}); not written (an existing {path.name} is "
                 "left as it was)"
             )
-        _sync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -15,15 +15,14 @@ DataLoader workers read the audio (or stored features) and stack the batches ahe
 model, in data-dir order; log-mels from audio are computed on the model's device. Whole
 utterances run with cuDNN autotuning off (each new length would be tuned again).
 
-Devices: :func:`check_device` turns a device name into a usable ``torch.device`` or a
-one-line :class:`DeviceError`; :func:`job_device` places job ``j`` of ``--nj`` on a GPU.
+Devices: :func:`job_device` places job ``j`` of ``--nj`` on a GPU (the device names
+themselves are checked by :func:`sslsv.devices.check_device`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -35,38 +34,11 @@ from sslsv.audio import is_silent, read_audio
 from sslsv.backend.embeddings import read_matrix
 from sslsv.config.schema import ExtractConfig
 from sslsv.datadir.io import read_audio_sources
-from sslsv.errors import DataError, UserError
+from sslsv.devices import DeviceError, cudnn_benchmark, upload
+from sslsv.errors import DataError
 from sslsv.fileio import read_dict
 from sslsv.inputs import check_length
 from sslsv.models.embedding import EmbeddingModel
-
-
-class DeviceError(UserError, ValueError):
-    """A device that does not exist here (no CUDA, or a GPU index beyond those visible)."""
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` ("cpu", "cuda", "cuda:1", ...) as a ``torch.device``, checked to exist
-    here (CUDA devices: those that ``CUDA_VISIBLE_DEVICES`` leaves visible), or a one-line
-    :class:`DeviceError` naming it, rather than torch's error deep inside a load."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"device {device!r}: not a device (cpu, cuda or cuda:N)") from None
-    if resolved.type != "cuda":
-        return resolved
-    if not torch.cuda.is_available():
-        raise DeviceError(
-            f"device {str(device)!r}: CUDA is not available here (no GPU visible, or torch "
-            "built without CUDA); use --device cpu"
-        )
-    count = torch.cuda.device_count()
-    if resolved.index is not None and resolved.index >= count:
-        raise DeviceError(
-            f"device {str(device)!r}: only {count} CUDA device(s) visible (cuda:0 to "
-            f"cuda:{count - 1}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})"
-        )
-    return resolved
 
 
 def job_device(device: str, job: int, nj: int, device_count: int) -> str:
@@ -81,22 +53,6 @@ def job_device(device: str, job: int, nj: int, device_count: int) -> str:
     if device_count < 1:
         raise DeviceError("--device cuda: no CUDA device visible here; use --device cpu")
     return f"cuda:{(job - 1) % device_count}"
-
-
-@contextlib.contextmanager
-def cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    """cuDNN autotuning on or off inside the block, the previous setting restored after.
-
-    Autotuning pays only when every input has one shape (crops): each new shape is tuned
-    again, which for whole utterances (a new length nearly every time) costs more than it
-    saves. Only the flag changes (``torch.backends.cudnn.flags`` would also reset the
-    other cuDNN settings to its own defaults)."""
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
 
 
 def crop_starts(length: int, crop: int, num_crops: int) -> list[int]:
@@ -227,7 +183,7 @@ def embed_data_dir(
                 x = x.flatten(0, 1)  # (utterances x crops, ...)
             if silent is not None:
                 silent += [u for u, q in zip(utts, quiet, strict=True) if q]
-            x = x.to(device, non_blocking=True)
+            x = upload(x, device)
             embeddings = model.forward_features(x) if use_feats else model(x)
             if not full:
                 embeddings = mean_of_crops(embeddings, len(utts))

@@ -22,9 +22,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    # mkstemp makes the file private; give it the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    fd, tmp = _mkstemp_beside(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -35,6 +33,29 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _mkstemp_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file next to ``path``, unique (two writers never share one), open, with
+    the permissions a plain ``open()`` would give (mkstemp makes it private)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def temporary_beside(path: str | os.PathLike) -> Path:
+    """A new empty hidden file next to ``path`` (see :func:`_mkstemp_beside`), for a writer
+    that opens it by name; rename it over ``path`` once written and checked."""
+    fd, tmp = _mkstemp_beside(Path(path))
+    os.close(fd)
+    return Path(tmp)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file to disk before the rename that publishes it: a power cut after
+    the rename must not leave it empty."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -21,8 +21,8 @@ from sslsv.bin import verify as verify_cli
 from sslsv.calibration import fit_calibration
 from sslsv.config.load import config_from_dict
 from sslsv.datadir.io import write_spk2utt
+from sslsv.devices import DeviceError
 from sslsv.errors import DataError, UserError
-from sslsv.extraction import DeviceError
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import model_fingerprint, model_payload, save_atomic
 

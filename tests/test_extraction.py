@@ -16,14 +16,8 @@ from sslsv.bin import extract as extract_cli
 from sslsv.config.load import config_to_dict, load_config
 from sslsv.config.schema import ExtractConfig
 from sslsv.datadir.io import write_spk2utt
-from sslsv.extraction import (
-    DeviceError,
-    check_device,
-    crop_starts,
-    embed_data_dir,
-    job_device,
-    take_crops,
-)
+from sslsv.devices import DeviceError, check_device
+from sslsv.extraction import crop_starts, embed_data_dir, job_device, take_crops
 from sslsv.fileio import write_table
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import load_model, model_payload

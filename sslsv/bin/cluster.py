@@ -51,8 +51,8 @@ from sslsv.datadir.io import (
 )
 from sslsv.datadir.tools import check_replaceable, write_filtered
 from sslsv.datadir.validate import validate_data_dir
+from sslsv.devices import check_device
 from sslsv.errors import DataError
-from sslsv.extraction import check_device
 from sslsv.fileio import atomic_dir, atomic_write, kaldi_sort_key, read_dict, write_table
 from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
 

@@ -47,9 +47,9 @@ import numpy as np
 from sslsv import cli
 from sslsv.api import load_model
 from sslsv.datadir.io import read_audio_sources
+from sslsv.devices import check_device
 from sslsv.errors import DataError
-from sslsv.extraction import check_device
-from sslsv.fileio import atomic_dir
+from sslsv.fileio import atomic_dir, fsync_file
 from sslsv.locks import LOCK_NAME, output_lock
 
 log = logging.getLogger("embed")
@@ -194,13 +194,6 @@ def check_replaceable(out: Path, option: str = "--output") -> None:
         )
 
 
-def _sync(path: Path) -> None:
-    """Flush a written file to disk before the rename that publishes it (a power cut after
-    the rename must not leave it empty)."""
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def write_ark(folder: Path, out: Path, ids: list[str], x: np.ndarray) -> None:
     """``folder``/embeddings.{ark,scp}, the scp naming the ark where it will be, ``out``:
     written by hand rather than by kaldiio's "ark,scp:A,S" spec, which the temporary
@@ -242,7 +235,7 @@ def _write_output(out: Path, ids: list[str], x: np.ndarray, fmt: str) -> None:
             write_ark(tmp, out, ids, x)
             names = ("embeddings.ark", "embeddings.scp")
         for name in names:
-            _sync(tmp / name)
+            fsync_file(tmp / name)
         # The lock file goes into the new OUT too (a second link to the locked file): after
         # the swap OUT/.lock is still the file this run holds, so a run starting then still
         # refuses, and this run's release removes its own file, not a newcomer's.

@@ -43,8 +43,9 @@ from sslsv.backend.embeddings import parse_location
 from sslsv.config.load import load_config
 from sslsv.datadir.io import read_audio_sources
 from sslsv.datadir.tools import split_data_dir
+from sslsv.devices import check_device, cudnn_benchmark
 from sslsv.errors import DataError
-from sslsv.extraction import check_device, cudnn_benchmark, embed_data_dir, job_device
+from sslsv.extraction import embed_data_dir, job_device
 from sslsv.fileio import atomic_write, read_dict, write_table
 from sslsv.locks import output_lock
 from sslsv.models.embedding import EmbeddingModel

@@ -172,7 +172,7 @@ def check_paths(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace) -> int:
     check_paths(args)  # before the lock, which makes EXP_DIR
     if args.device != "cpu":
-        from sslsv.extraction import check_device  # torch: only for a GPU run
+        from sslsv.devices import check_device  # torch: only for a GPU run
 
         check_device(args.device)  # one line where --device cuda finds no GPU
     cfg = load_config(args.config, args.override)

@@ -27,8 +27,8 @@ from pathlib import Path
 from sslsv import cli
 from sslsv.api import load_model
 from sslsv.calibration import bayes_threshold
+from sslsv.devices import check_device
 from sslsv.errors import DataError
-from sslsv.extraction import check_device
 
 
 def finite(text: str) -> float:

@@ -35,6 +35,7 @@ from sslsv.audio import (
     read_crops,
 )
 from sslsv.datadir.io import read_audio_sources
+from sslsv.devices import upload
 from sslsv.errors import ConfigError, DataError
 from sslsv.fileio import atomic_write, kaldi_sort_key, read_dict
 
@@ -159,7 +160,7 @@ def crops_to_device(crops: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A batch of crops on ``device`` as float32 samples: int16 ones (:class:`CropDataset`)
     are uploaded as int16 (half the bytes) and converted there; float ones are used as
     they are. Exact: int16 -> float32 and the power-of-two scale lose nothing."""
-    crops = crops.to(device, non_blocking=True)
+    crops = upload(crops, device)
     if crops.dtype == torch.int16:
         return crops.float().mul_(1.0 / INT16_SCALE)
     return crops

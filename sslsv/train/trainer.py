@@ -31,7 +31,7 @@ from sslsv.augment.build import build_augmenter
 from sslsv.augment.specmask import apply_masks, masking_enabled, sample_masks
 from sslsv.config.load import config_to_dict, save_config
 from sslsv.config.schema import Config
-from sslsv.devices import enable_tf32
+from sslsv.devices import enable_tf32, upload
 from sslsv.errors import ConfigError, DataError, UserError
 from sslsv.fileio import atomic_write
 from sslsv.losses import margin_at
@@ -353,9 +353,9 @@ class Trainer:
         groups = [crops] if isinstance(crops, torch.Tensor) else list(crops)
         groups = [crops_to_device(g, self.device) for g in groups]  # int16 -> float32 there
         if labels is not None:
-            labels = labels.to(self.device, non_blocking=True)
+            labels = upload(labels, self.device)
         if indices is not None:
-            indices = indices.to(self.device, non_blocking=True)
+            indices = upload(indices, self.device)
         global_step = epoch * self.steps_per_epoch + step
         total_steps = tc.epochs * self.steps_per_epoch
         margin = margin_at(
