@@ -46,7 +46,7 @@ from sslsv.datadir.io import read_durations
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_write, read_dict
 from sslsv.metrics import check_scores, compute_eer, compute_metrics, compute_min_dcf, det_curve
-from sslsv.reuse import stamp_path, write_stamp
+from sslsv.reuse import model_file, stamp_path, write_stamp
 
 log = logging.getLogger(__name__)
 
@@ -550,13 +550,6 @@ SCORES_FORMAT = "sslsv-scores-1"
 
 #: A model file as a stamp records it: ``{"path", "size", "mtime_ns"}``.
 ModelFile = dict[str, Any]
-
-
-def model_file(path: str | os.PathLike) -> ModelFile:
-    """A model file's identity, as sslsv.bin.extract stamps it (an OSError when missing)."""
-    absolute = Path(path).absolute()
-    st = absolute.stat()
-    return {"path": str(absolute), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _is_model_file(value: Any) -> bool:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from sslsv.audio import (
+    INT16_SCALE,
     SILENCE_DBFS,
     AudioSource,
     describe_source,
@@ -67,7 +68,7 @@ MAX_RATE = 384_000
 #: and 32-bit PCM (so an int16 array embeds as the 16-bit file it came from).
 INTEGER_SCALES: dict[np.dtype, tuple[int, int]] = {
     np.dtype(np.uint8): (128, 128),
-    np.dtype(np.int16): (0, 2**15),
+    np.dtype(np.int16): (0, INT16_SCALE),
     np.dtype(np.int32): (0, 2**31),
 }
 

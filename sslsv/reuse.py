@@ -57,6 +57,15 @@ def _identity(path: str) -> str:
     return f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
 
 
+def model_file(path: str | os.PathLike) -> dict:
+    """A model file's identity as a stamp records it, ``{"path" (absolute), "size",
+    "mtime_ns"}``: what sslsv.bin.extract stamps beside embeddings, and what the checks of
+    :mod:`sslsv.calibration` compare (an OSError when missing)."""
+    absolute = Path(path).absolute()
+    st = absolute.stat()
+    return {"path": str(absolute), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def files_identity(paths: Iterable[str]) -> str:
     """Digest of the identity (path, size, mtime) of each distinct file, in first-seen order.
 

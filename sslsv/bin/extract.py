@@ -50,7 +50,7 @@ from sslsv.fileio import atomic_write, read_dict, write_table
 from sslsv.locks import output_lock
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.parallel import parse_cmd, python_module, run_jobs
-from sslsv.reuse import files_identity, outdated_jobs, stamping, text_digest
+from sslsv.reuse import files_identity, model_file, outdated_jobs, stamping, text_digest
 from sslsv.train.checkpoint import load_model
 
 log = logging.getLogger("extract")
@@ -213,8 +213,7 @@ def extract(args: argparse.Namespace) -> None:
     options = dataclasses.replace(section, **given)
     # Only what changes the embeddings: the batch size and readers do not.
     protocol = {k: getattr(options, k) for k in PROTOCOL_OPTIONS}
-    st = ckpt.stat()
-    model_identity = {"path": str(ckpt), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    model_identity = model_file(ckpt)
     use_feats = features_match(data_dir, model)
     utts = read_audio_sources(data_dir)
     with output_lock(out_dir, "sslsv.bin.extract"):
