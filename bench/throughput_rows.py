@@ -323,8 +323,8 @@ def run_training_row(
                 # Distinct utterances per step, as an epoch has (SSPS keeps them in memory).
                 indices = torch.arange(step * batch, (step + 1) * batch, device=dev)
                 indices %= len(trainer.dataset)
-                loss, accuracy, _ = trainer.train_step(waves, TIMED_EPOCH, step, labels, indices)
-                pending.append((loss, accuracy))
+                loss, metrics = trainer.train_step(waves, TIMED_EPOCH, step, labels, indices)
+                pending.append((loss, metrics["accuracy"]))
                 read_losses(trainer, pending)
             read_losses(trainer, pending, flush=True)
             synchronize(dev)
@@ -341,8 +341,8 @@ def run_training_row(
         pending = []
         for step in range(warmup):
             crops, labels, indices = next(batches)
-            loss, accuracy, _ = trainer.train_step(crops, TIMED_EPOCH, step, labels, indices)
-            pending.append((loss, accuracy))
+            loss, metrics = trainer.train_step(crops, TIMED_EPOCH, step, labels, indices)
+            pending.append((loss, metrics["accuracy"]))
             read_losses(trainer, pending)
         read_losses(trainer, pending, flush=True)
         trainer.sampler.set_position(1, 0)
@@ -355,8 +355,8 @@ def run_training_row(
             before = time.perf_counter()
             crops, labels, indices = next(batches)
             waited += time.perf_counter() - before
-            loss, accuracy, _ = trainer.train_step(crops, TIMED_EPOCH, step, labels, indices)
-            pending.append((loss, accuracy))
+            loss, metrics = trainer.train_step(crops, TIMED_EPOCH, step, labels, indices)
+            pending.append((loss, metrics["accuracy"]))
             read_losses(trainer, pending)
         read_losses(trainer, pending, flush=True)
         synchronize(dev)

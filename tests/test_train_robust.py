@@ -377,8 +377,8 @@ def test_non_finite_loss_is_one_line_naming_the_batch(tmp_path, tone_data_dir, m
     real_step = Trainer.train_step
 
     def nan_at_step_1(self, waves, epoch, step, *rest):
-        loss, accuracy, margin = real_step(self, waves, epoch, step, *rest)
-        return (loss * float("nan") if step == 1 else loss), accuracy, margin
+        loss, metrics = real_step(self, waves, epoch, step, *rest)
+        return (loss * float("nan") if step == 1 else loss), metrics
 
     monkeypatch.setattr(Trainer, "train_step", nan_at_step_1)
     exp = tmp_path / "exp"

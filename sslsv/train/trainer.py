@@ -345,10 +345,12 @@ class Trainer:
         step: int,
         labels: torch.Tensor | None = None,
         indices: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         """One optimizer step on (B, views, L) waveform crops (or a list of them, one per
         crop length: multi-crop), with their (B,) class indices (-1 for methods without
-        labels) and training-set indices; returns (loss, accuracy, margin)."""
+        labels) and training-set indices; returns (loss, metrics): the global-batch mean
+        loss, a 0-dim device tensor, and the method's metrics by name, each a 0-dim device
+        tensor (global-batch mean) or a Python float (a schedule's value, e.g. the margin)."""
         tc = self.cfg.train
         groups = [crops] if isinstance(crops, torch.Tensor) else list(crops)
         groups = [crops_to_device(g, self.device) for g in groups]  # int16 -> float32 there
@@ -384,7 +386,7 @@ class Trainer:
         # Logged values are global-batch means (the local loss is this process's share); one
         # all-reduce for both.
         logged = distributed.all_reduce_mean(torch.stack([loss.detach(), metrics["accuracy"]]))
-        return logged[0], logged[1], margin
+        return logged[0], {"accuracy": logged[1], "margin": margin}
 
     def _features(
         self,
@@ -552,8 +554,8 @@ class Trainer:
         stop, path, announced = None, None, False
         for crops, labels, indices in self.loader:
             step = self.step
-            loss, accuracy, margin = self.train_step(crops, epoch, step, labels, indices)
-            pending.append((step, loss, accuracy, margin))
+            loss, metrics = self.train_step(crops, epoch, step, labels, indices)
+            pending.append((step, loss, metrics["accuracy"], metrics["margin"]))
             self.step += 1
             utts += tc.batch_size
             every = tc.checkpoint_every_steps
