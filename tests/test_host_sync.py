@@ -75,9 +75,7 @@ def test_no_step_makes_the_host_wait(tmp_path, tone_data_dir, name):
     trainer.train_step(waves, 0, 0, labels, torch.arange(4))
     with SyncProbe(trainer_device_tensors(trainer)) as probe:
         for step in range(1, 4):  # MoCo's queue and SSPS's memory filled, sampling on
-            loss, metrics = trainer.train_step(
-                waves, 0, step, labels, torch.arange(4) + 4 * step
-            )
+            loss, metrics = trainer.train_step(waves, 0, step, labels, torch.arange(4) + 4 * step)
     assert probe.summary() == {}
     assert torch.isfinite(loss) and 0 <= float(metrics["accuracy"]) <= 1
     if "ssps" in name:  # the steps did sample pseudo-positives
