@@ -12,10 +12,7 @@ AS-norm (cohort 6,000, top-k 300) over 600k trials <= 60 s.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe as describe_machine  # bench/machine.py, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -195,22 +193,9 @@ ROWS = {
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
+    import torch  # noqa: F401 -- its thread count, which the rows run with, is described
 
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (
-        f"{datetime.date.today()}, {platform.node() or 'host'}: {model}, "
-        f"os.cpu_count()={os.cpu_count()}, torch threads={torch.get_num_threads()}, "
-        f"numpy {np.__version__}, torch {torch.__version__}, load average at start {load}"
-    )
+    return describe_machine(("numpy", "torch")).line()
 
 
 def main() -> None:

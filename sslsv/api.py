@@ -11,22 +11,24 @@ rate), arrays or tensors of samples (``sample_rate``: theirs, default the model'
 full scale 1.0, or int16 / int32 / uint8 PCM, scaled as soundfile reads those; 1-D, or
 (channels, samples) of which the first channel), or a list of either: :mod:`sslsv.inputs`
 checks and converts them, for this API and the commands alike. An input shorter than one
-front-end window, or digitally silent (stages 1 and 3's rule), is a one-line
+front-end window, or digitally silent (the commands' rule), is a one-line
 :class:`sslsv.errors.DataError` naming it: a silent input's embedding says nothing of a
 speaker, and two of them score as the same one (``embed(..., on_silence="warn")`` logs it
-and embeds it, as stage 5 does by default).
+and embeds it, as extraction does by default).
 
 The protocol is the model's ``extract:`` section (whole utterances, or the mean of
 ``num_crops`` evenly spaced crops of ``crop_seconds``), overridable per call (checked
 against the config's ranges; crops at least one front-end window long); it is the code
-stage 5 runs (:mod:`sslsv.extraction`), so ``embed(..., raw=True)`` equals stage 5's
+extraction runs (:mod:`sslsv.extraction`), so ``embed(..., raw=True)`` equals extraction's
 embeddings. Whole utterances of equal length share a forward pass, others go one by one
 (padding would change the embedding); crops of many inputs share batches.
 
-``embed`` returns what the model's cosine back end scores: the training mean subtracted
-when the model was packaged with one (``python -m sslsv.bin.package``, ``scoring.subtract_
-mean``), then L2 normalisation; ``score`` is the dot product of two of them, so a
-calibration fitted on stage 6's scores applies to it unchanged.
+``embed`` returns what the model's back end scores: the cosine back end of the registry
+(:mod:`sslsv.backend`), with the training mean subtracted when the model was packaged with
+one (``python -m sslsv.bin.package``, ``scoring.subtract_mean``), then L2 normalisation;
+``score`` is the dot product of two of them, so a calibration fitted on scoring's scores
+with the same settings (the back end's name and settings, no score normalisation) applies
+to it unchanged.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class SpeakerModel:
         self.fingerprint = model_fingerprint(model.state_dict())
         self.model = model.to(self.device).eval()
         self.cfg = cfg
+        # The API scores by cosine (score, verify), the registry's "cosine" back end.
         self.backend = CosineBackend(mean)
         self.card = card
         self.calibration = None
@@ -111,7 +114,7 @@ class SpeakerModel:
         # One that names no model is refused too: nothing says it fits this one.
         calibration.check_model(self.fingerprint, source or "calibration", "this one")
         subtracts = self.backend.mean is not None
-        wanted = {"backend": "cosine", "norm": "none", "subtract_mean": subtracts}
+        wanted = {"backend": self.backend.name, "norm": "none", **self.backend.settings()}
         differ = [k for k, v in wanted.items() if calibration.scoring.get(k, v) != v]
         if differ:
             shown = ", ".join(f"{k} {calibration.scoring[k]!r}" for k in differ)
@@ -174,9 +177,9 @@ class SpeakerModel:
         """Embeddings of one input (D,) or of a list (or tuple) of inputs (N, D).
 
         ``protocol``: ``crop_seconds``, ``num_crops``, ``batch_size`` (the model's
-        ``extract:`` values by default; the config's ranges). ``raw``: stage 5's embeddings,
+        ``extract:`` values by default; the config's ranges). ``raw``: extraction's embeddings,
         before the back end's mean subtraction and normalisation. ``on_silence``: "error"
-        (a digitally silent input is refused) or "warn" (logged, embedded: stage 5's
+        (a digitally silent input is refused) or "warn" (logged, embedded: extraction's
         default).
         """
         single = not isinstance(audio, (list, tuple))
@@ -194,7 +197,7 @@ class SpeakerModel:
         return x[0] if single else x
 
     def prepare(self, raw: np.ndarray) -> np.ndarray:
-        """Stage-5 embeddings -> what the cosine back end scores (mean off, unit length)."""
+        """Extraction's embeddings -> what the cosine back end scores (mean off, unit length)."""
         x = np.atleast_2d(raw)
         if not np.any(x, axis=1).all():
             raise DataError("an all-zero embedding cannot be scored (digitally silent input?)")

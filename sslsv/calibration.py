@@ -42,9 +42,10 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
+from sslsv.arkio import arks_of
 from sslsv.datadir.io import read_durations
 from sslsv.errors import DataError
-from sslsv.fileio import atomic_write, read_dict
+from sslsv.fileio import atomic_write
 from sslsv.metrics import check_scores, compute_eer, compute_metrics, compute_min_dcf, det_curve
 from sslsv.reuse import model_file, stamp_path, write_stamp
 
@@ -584,16 +585,8 @@ def embeddings_model(path: str | os.PathLike) -> ModelFile | None:
     arks record it (``embeddings.J.ark``: ``embeddings.J.scp.stamp``). None when one of
     those arks has no such stamp (embeddings written by hand, by sslsv.bin.embed or by an
     older version): not known. A DataError when its arks were made by different models."""
-    from sslsv.backend.embeddings import parse_location  # the one reading of scp values
-
-    text = os.fspath(path)
-    if text.startswith("ark:") or (text.endswith(".ark") and not text.startswith("scp:")):
-        arks = [Path(text.removeprefix("ark:"))]
-    else:
-        scp = Path(text.removeprefix("scp:"))
-        # Only the arks this scp uses: a dir may keep stamps of jobs of an older --nj.
-        located = (Path(parse_location(v, scp, u)[0]) for u, v in read_dict(scp).items())
-        arks = list(dict.fromkeys(located))
+    # Only the arks this scp uses: a dir may keep stamps of jobs of an older --nj.
+    arks = [Path(ark) for ark in arks_of(path)]
     found: ModelFile | None = None
     for ark in arks:
         stamp = _read_stamp(stamp_path(ark.with_suffix(".scp")))

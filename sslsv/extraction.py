@@ -1,4 +1,4 @@
-"""Stage 3's engine: utterances of a data dir -> one embedding each, in batches.
+"""Extraction's engine: utterances of a data dir -> one embedding each, in batches.
 
 Two protocols:
 
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from sslsv.arkio import read_matrix
 from sslsv.audio import is_silent, read_audio
-from sslsv.backend.embeddings import read_matrix
 from sslsv.config.schema import ExtractConfig
 from sslsv.datadir.io import read_audio_sources
 from sslsv.devices import DeviceError, cudnn_benchmark, upload
@@ -118,7 +118,7 @@ class UtteranceSource(Dataset):
         utt, source = self.items[index]
         if self.use_feats:
             signal = np.asarray(read_matrix(source, self.feats_scp, utt), dtype=np.float32).T
-            silent = False  # stage 1 flagged it
+            silent = False  # feature computation flagged it
         else:
             signal = read_audio(source, sample_rate=self.sample_rate, utt=utt)
             silent = is_silent(signal)
@@ -152,10 +152,10 @@ def embed_data_dir(
 ) -> int:
     """Write one embedding per utterance of ``data_dir`` through ``writer``, in order.
 
-    ``use_feats``: read ``feats.scp`` (raw log-mels as stage 1 writes them) instead of
-    computing log-mels from ``wav.scp``. Digitally silent utterances are appended to
-    ``silent`` when given. ``utts``, when given, embeds only those utterances of the data
-    dir (a set, for fast membership tests). Returns the number of utterances.
+    ``use_feats``: read ``feats.scp`` (raw log-mels as sslsv.bin.compute_features writes
+    them) instead of computing log-mels from ``wav.scp``. Digitally silent utterances are
+    appended to ``silent`` when given. ``utts``, when given, embeds only those utterances of
+    the data dir (a set, for fast membership tests). Returns the number of utterances.
 
     Whole utterances (``crop_seconds`` 0) run with cuDNN autotuning off, whatever the
     caller set (the trainer turns it on for its fixed-size crops); crops keep the caller's

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-import sslsv.backend.embeddings as embeddings_module
+import sslsv.arkio as arkio
 from sslsv.backend import (
     LDA,
     PLDA,
@@ -291,10 +291,10 @@ def test_plda_beats_cosine_on_anisotropic_noise():
     rng = np.random.default_rng(8)
     (train_x, train_spk), test_x, pairs, labels = _anisotropic_sets(rng)
     eers = {}
-    for backend in (CosineBackend.fit(train_x), PLDABackend.fit(train_x, train_spk)):
+    for backend in (CosineBackend.trained_on(train_x), PLDABackend.trained_on(train_x, train_spk)):
         prepared = backend.prepare(test_x)
         scores = backend.score_pairs(prepared, prepared, pairs[:, 0], pairs[:, 1])
-        eers[backend.kind] = compute_eer(scores, labels)[0]
+        eers[backend.name] = compute_eer(scores, labels)[0]
     assert eers["plda"] < 0.5 * eers["cosine"], eers
 
 
@@ -303,9 +303,9 @@ def test_backend_npz_round_trip(tmp_path):
     (train_x, train_spk), test_x, pairs, _ = _anisotropic_sets(rng)
     backends = [
         CosineBackend(),
-        CosineBackend.fit(train_x),
-        PLDABackend.fit(train_x, train_spk),
-        PLDABackend.fit(train_x, train_spk, lda_dim=8, whiten=True, n_iter=3),
+        CosineBackend.trained_on(train_x),
+        PLDABackend.trained_on(train_x, train_spk),
+        PLDABackend.trained_on(train_x, train_spk, lda_dim=8, whiten=True, n_iter=3),
     ]
     for i, backend in enumerate(backends):
         path = tmp_path / f"b{i}.npz"
@@ -313,7 +313,7 @@ def test_backend_npz_round_trip(tmp_path):
         with np.load(path, allow_pickle=False) as npz:
             assert all(npz[k].dtype != object for k in npz.files)
         loaded = load_backend(path)
-        assert type(loaded) is type(backend) and loaded.config() == backend.config()
+        assert type(loaded) is type(backend) and loaded.settings() == backend.settings()
         prepared = backend.prepare(test_x)
         np.testing.assert_array_equal(loaded.prepare(test_x), prepared)
         np.testing.assert_array_equal(
@@ -372,7 +372,7 @@ def test_score_norm_matches_plain_loops(method):
 def test_as_norm_with_plda_matches_plain_loop():
     rng = np.random.default_rng(11)
     (train_x, train_spk), test_x, pairs, _ = _anisotropic_sets(rng)
-    backend = PLDABackend.fit(train_x, train_spk)
+    backend = PLDABackend.trained_on(train_x, train_spk)
     x = backend.prepare(test_x[:10])
     cohort = backend.prepare(train_x[:40])
     ei, ti = rng.integers(0, 10, 30), rng.integers(0, 10, 30)
@@ -448,9 +448,9 @@ def _fails(recipe, capsys, *extra) -> str:
 
 def test_score_cli_cosine_order_values_and_single_loading(recipe, monkeypatch):
     calls = []
-    original = embeddings_module._read_object
+    original = arkio._read_object
     monkeypatch.setattr(
-        embeddings_module,
+        arkio,
         "_read_object",
         lambda fd, where: calls.append(where) or original(fd, where),
     )
@@ -464,7 +464,9 @@ def test_score_cli_cosine_order_values_and_single_loading(recipe, monkeypatch):
         for e, t in pairs
     ]
     np.testing.assert_allclose(scores, expected, atol=1e-6)
-    _, centred = _run(recipe, "--backend", "cosine", "--train", recipe["train_scp"])
+    _, centred = _run(recipe, "--subtract-mean", "--train", recipe["train_scp"])
+    _, default = _run(recipe, "--backend", "cosine", "--train", recipe["train_scp"])
+    np.testing.assert_array_equal(default, scores)  # plain cosine unless asked
     assert not np.allclose(centred, scores)
     # Separate enroll and test files: each side reads its own utterances only.
     other = recipe["tmp"] / "copy.scp"
@@ -503,7 +505,8 @@ def test_score_cli_reads_its_config_section_and_options_override_it(recipe, tmp_
     _, plain = _run(recipe, "--no-subtract-mean")
     np.testing.assert_array_equal(overridden, plain)
     assert "scoring.norm s needs --train" in _fails(recipe, capsys, "--config", str(config))
-    assert "scoring.subtract_mean (or --no-subtract-mean) needs --train" in _fails(recipe, capsys)
+    err = _fails(recipe, capsys, "--subtract-mean")
+    assert "scoring.subtract_mean (or --no-subtract-mean) needs --train" in err
     config.write_text("scoring: {backend: pdla}\n")
     err = _fails(recipe, capsys, "--config", str(config))
     assert "'scoring.backend' is 'pdla'; allowed: cosine, plda" in err
@@ -544,10 +547,11 @@ def test_score_cli_plda_model_reuse_and_norm(recipe, capsys):
 
 
 def test_score_cli_per_utterance_cohort_and_duplicate_trials(recipe, capsys):
-    pairs, raw = _run(recipe, "--backend", "cosine", "--train", recipe["train_scp"])
-    _, normed = _run(recipe, "--train", recipe["train_scp"], "--norm", "s")
+    centred = ["--subtract-mean", "--train", recipe["train_scp"]]
+    pairs, raw = _run(recipe, "--backend", "cosine", *centred)
+    _, normed = _run(recipe, *centred, "--norm", "s")
     _, train_x = load_embeddings(recipe["train_scp"])
-    backend = CosineBackend.fit(train_x)
+    backend = CosineBackend.trained_on(train_x)
     x = backend.prepare(recipe["test_x"])
     row = {u: i for i, u in enumerate(recipe["test_ids"])}
     ei = np.array([row[e] for e, _ in pairs])

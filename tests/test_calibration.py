@@ -430,7 +430,8 @@ def test_score_cli_writes_llrs_and_refuses_other_settings(embeddings, capsys):
     assert (e2, t2) == (e, t)
     np.testing.assert_allclose(llr, 7.5 * raw - 3.25, rtol=1e-8, atol=1e-8)
 
-    dataclasses.replace(cal, scoring=dataclasses.asdict(ScoringConfig())).to_json(tmp / "o.json")
+    centred = dataclasses.asdict(ScoringConfig(subtract_mean=True))
+    dataclasses.replace(cal, scoring=centred).to_json(tmp / "o.json")
     err = error_line(lambda a: _score(tmp, "x", *a), ["--calibration", str(tmp / "o.json")], capsys)
     assert f"{tmp / 'o.json'}: fitted on scores made with other scoring settings" in err
     assert "subtract_mean: calibrated True, now False" in err and "p_target" not in err

@@ -5,18 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse
 from threadpoolctl import threadpool_limits
 
 __all__ = [
     "LDA",
     "class_sums",
     "fit_whitening",
+    "generalised_eigh",
     "labels_to_classes",
     "length_norm",
     "single_threaded_blas",
+    "speaker_means",
 ]
+
+
+def generalised_eigh(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.linalg.eigh(a, b)``. scipy is imported where it is used, in this module and in
+    ``plda_model``: ``sslsv.config.load`` imports the back ends to check
+    ``scoring.backend``, and ``scipy.linalg`` alone takes 0.4 s to import."""
+    import scipy.linalg
+
+    return scipy.linalg.eigh(a, b)
 
 
 def single_threaded_blas() -> threadpool_limits:
@@ -45,11 +54,20 @@ def labels_to_classes(labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
 
 def class_sums(x: np.ndarray, inverse: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """``(counts, sums)`` of the rows of ``x`` per class, sums in float64."""
+    import scipy.sparse  # here, not at the top: see generalised_eigh
+
     n = len(inverse)
     # A sparse one-hot (classes x rows) product sums every class in one pass.
     onehot = scipy.sparse.csr_array((np.ones(n), (inverse, np.arange(n))), shape=(n_classes, n))
     counts = np.bincount(inverse, minlength=n_classes)
     return counts, onehot @ x.astype(np.float64, copy=False)
+
+
+def speaker_means(x: np.ndarray, speakers: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """``(speaker_ids, means)``: the mean embedding of each speaker, speakers sorted."""
+    names, inverse = np.unique(np.asarray(speakers), return_inverse=True)
+    counts, sums = class_sums(x, inverse, len(names))
+    return [str(s) for s in names], (sums / counts[:, None]).astype(np.float32)
 
 
 def _ridge(cov: np.ndarray, rel: float = 1e-8) -> np.ndarray:
@@ -105,7 +123,7 @@ class LDA:
         between = (class_means.T * counts) @ class_means / n - np.outer(mean, mean)
         within = total - between
         with single_threaded_blas():
-            eigval, eigvec = scipy.linalg.eigh(between, _ridge(within))
+            eigval, eigvec = generalised_eigh(between, _ridge(within))
         projection = eigvec[:, ::-1][:, :dim]  # eigh normalises v^T S_w v = 1
         return cls(mean, projection)
 

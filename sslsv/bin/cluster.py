@@ -37,8 +37,7 @@ import numpy as np
 import torch
 
 from sslsv import cli
-from sslsv.backend import load_embeddings
-from sslsv.backend.embeddings import parse_location
+from sslsv.arkio import load_embeddings, parse_location
 from sslsv.cluster import Clustering, cluster_embeddings, quality, size_histogram
 from sslsv.config.load import load_config
 from sslsv.config.schema import PseudoLabelConfig

@@ -1,14 +1,14 @@
-"""Stage 1: log-mel filterbanks of a data dir, as Kaldi ark/scp, in --nj parallel jobs.
+"""Feature computation: log-mel filterbanks of a data dir, as Kaldi ark/scp, in --nj jobs.
 
   python -m sslsv.bin.compute_features --config conf/x.yaml --data data/test \
       --feats-dir feats/test [--nj 4] [--cmd local] [--on-silence warn|error]
 
 Reads DATA/wav.scp (and DATA/segments when present: one feature matrix per utterance), the
-audio, and the front end of the experiment config's features: section (the model's, so stage
-3 can use the features). Audio at another rate than features.sample_rate is resampled.
+audio, and the front end of the experiment config's features: section (the model's, so
+extraction can use the features). Audio at another rate than features.sample_rate is resampled.
 Writes FEATS_DIR/fbank_<name>.JOB.{ark,scp,num_frames} and a stamp per job (what the job was
 made from), FEATS_DIR/split<NJ>/, then DATA/feats.scp, DATA/utt2num_frames and
-DATA/fbank.yaml (the settings used, which stage 3 compares with its model's); job logs go to
+DATA/fbank.yaml (the settings used, which extraction compares with its model's); logs go to
 DATA/log/fbank.JOB.log. A rerun redoes exactly the jobs whose inputs changed (their lines of
 wav.scp and segments, their audio files' identity, the settings) and says what changed.
 Non-finite features are an error naming the utterance; digitally silent utterances are
@@ -24,12 +24,12 @@ import os
 import sys
 from pathlib import Path
 
-import kaldiio
 import numpy as np
 import torch
 import yaml
 
 from sslsv import cli
+from sslsv.arkio import ArkWriter
 from sslsv.audio import is_silent, read_audio, report_silent
 from sslsv.config.load import load_config
 from sslsv.config.schema import FeaturesConfig
@@ -54,9 +54,10 @@ def compute_job(data_dir: Path, ark: Path, scp: Path, cfg: FeaturesConfig) -> No
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     fbank = LogMelFbank(cfg)
     sources = read_audio_sources(data_dir)
-    tmp_scp = scp.with_name(scp.name + ".tmp")
     frames, silent = {}, []
-    with torch.inference_mode(), kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
+    base = scp.name[: -len(".scp")]
+    # The scp appears last (sslsv.arkio.ArkWriter), once the ark and the lists are whole.
+    with torch.inference_mode(), ArkWriter(ark, scp) as writer:
         for utt, source in sources.items():
             audio = read_audio(source, sample_rate=cfg.sample_rate, utt=utt)
             if is_silent(audio):
@@ -69,11 +70,9 @@ def compute_job(data_dir: Path, ark: Path, scp: Path, cfg: FeaturesConfig) -> No
                 )
             writer(utt, feats)  # Kaldi layout: (frames, bins)
             frames[utt] = str(feats.shape[0])
-    base = scp.name[: -len(".scp")]
-    write_table(scp.with_name(base + ".num_frames"), frames)
-    with atomic_write(scp.with_name(base + ".silent")) as f:
-        f.writelines(f"{utt}\n" for utt in silent)
-    os.replace(tmp_scp, scp)
+        write_table(scp.with_name(base + ".num_frames"), frames)
+        with atomic_write(scp.with_name(base + ".silent")) as f:
+            f.writelines(f"{utt}\n" for utt in silent)
 
 
 def job_inputs(part: Path, cfg: FeaturesConfig) -> dict:
@@ -160,7 +159,7 @@ def compute(args: argparse.Namespace) -> None:
         inputs = {j: job_inputs(part, cfg) for j, part in enumerate(parts, 1)}
         todo = outdated_jobs(outputs, inputs, str(data_dir))
         if todo:
-            # The data dir must not point at features being rewritten (stage 3 would read
+            # The data dir must not point at features being rewritten (extraction would read
             # them): its feats.scp comes back when every job is done.
             for stale in ("feats.scp", "utt2num_frames", "fbank.yaml"):
                 (data_dir / stale).unlink(missing_ok=True)

@@ -10,23 +10,23 @@ when present). LIST holds one ``PATH`` or ``ID PATH`` per line, like wav.scp wit
 the ID has no spaces and the PATH is the rest of the line, so a path holding spaces needs
 an ID before it (a line that is one such path, or whose first field is itself a file, is
 refused, naming the line, as is a path that does not exist). The protocol is the model's
-``extract:`` section unless overridden, as in stage 5.
+``extract:`` section unless overridden, as in extraction.
 Writes OUT whole, in id order as given: ``--format ark`` (default) OUT/embeddings.ark and
-OUT/embeddings.scp (kaldiio; the scp names the ark by its absolute path); ``--format npy``
-OUT/embeddings.npy (N x D float32) and OUT/ids.txt. The embeddings are stage 5's
+OUT/embeddings.scp (sslsv.arkio; the scp names the ark by its absolute path); ``--format npy``
+OUT/embeddings.npy (N x D float32) and OUT/ids.txt. The embeddings are extraction's
 (``python -m sslsv.bin.extract``) for the same audio and protocol, unless ``--normalize``:
 then they are what the cosine back end scores (the packaged training mean subtracted, if
 any, and unit length), as ``sslsv.load_model``'s ``embed`` returns them. Unreadable or
 empty audio is an error naming the file; digitally silent audio is embedded with a warning
-naming it (``--on-silence error``: refused), as in stage 5.
+naming it (``--on-silence error``: refused), as in extraction.
 OUT is written as one unit: the files go to a temporary sibling folder that then takes
 OUT's place, so a failed or killed run leaves the previous OUT or none, never the rows
 of one run beside the ids of another; a rerun replaces every file of OUT (an ark/scp pair
 does not survive a later --format npy run). A second run on the same OUT while one is
-writing it refuses at once (OUT/.lock, as in stages 1-5). OUT may not be or hold an input
-(the model file, the list, the data dir, an audio folder), and a non-empty OUT that holds
-files other than these outputs is not replaced: each a one-line error, as is --device cuda
-where no GPU is visible.
+writing it refuses at once (OUT/.lock, as in the recipe's commands). OUT may not be or
+hold an input (the model file, the list, the data dir, an audio folder), and a non-empty
+OUT that holds files other than these outputs is not replaced: each a one-line error, as
+is --device cuda where no GPU is visible.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import kaldiio.matio
 import numpy as np
 
 from sslsv import cli
 from sslsv.api import load_model
+from sslsv.arkio import ArkWriter
 from sslsv.datadir.io import read_audio_sources
 from sslsv.devices import check_device
 from sslsv.errors import DataError
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-silence",
         choices=("warn", "error"),
         default="warn",
-        help="digitally silent audio: embedded with a warning naming it (as stage 5), or an "
+        help="digitally silent audio: embedded with a warning naming it (as extraction), or an "
         "error (default: %(default)s)",
     )
     g = p.add_argument_group("extract: keys (override the model's)")
@@ -195,18 +195,12 @@ def check_replaceable(out: Path, option: str = "--output") -> None:
 
 
 def write_ark(folder: Path, out: Path, ids: list[str], x: np.ndarray) -> None:
-    """``folder``/embeddings.{ark,scp}, the scp naming the ark where it will be, ``out``:
-    written by hand rather than by kaldiio's "ark,scp:A,S" spec, which the temporary
-    folder's name would be in and which a comma or colon in a path would break."""
-    offsets = []
-    with open(folder / "embeddings.ark", "wb") as f:
+    """``folder``/embeddings.{ark,scp} (both flushed to disk), the scp naming the ark where
+    it will be: ``out``."""
+    ark = folder / "embeddings.ark"
+    with ArkWriter(ark, folder / "embeddings.scp", ark_in_scp=out / "embeddings.ark") as write:
         for utt, row in zip(ids, x):
-            f.write(f"{utt} ".encode())
-            offsets.append(f.tell())
-            kaldiio.matio.write_array(f, row)
-    ark = out / "embeddings.ark"
-    with open(folder / "embeddings.scp", "w", encoding="utf-8") as f:
-        f.writelines(f"{utt} {ark}:{offset}\n" for utt, offset in zip(ids, offsets))
+            write(utt, row)
 
 
 def write_output(out: Path, ids: list[str], x: np.ndarray, fmt: str) -> None:
@@ -230,12 +224,10 @@ def _write_output(out: Path, ids: list[str], x: np.ndarray, fmt: str) -> None:
         if fmt == "npy":
             np.save(tmp / "embeddings.npy", x)
             (tmp / "ids.txt").write_text("".join(f"{utt}\n" for utt in ids), encoding="utf-8")
-            names = ("embeddings.npy", "ids.txt")
+            for name in ("embeddings.npy", "ids.txt"):
+                fsync_file(tmp / name)
         else:
             write_ark(tmp, out, ids, x)
-            names = ("embeddings.ark", "embeddings.scp")
-        for name in names:
-            fsync_file(tmp / name)
         # The lock file goes into the new OUT too (a second link to the locked file): after
         # the swap OUT/.lock is still the file this run holds, so a run starting then still
         # refuses, and this run's release removes its own file, not a newcomer's.

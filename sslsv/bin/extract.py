@@ -1,4 +1,4 @@
-"""Stage 3: one embedding per utterance of a data dir, as Kaldi ark/scp, in --nj jobs.
+"""Extraction: one embedding per utterance of a data dir, as Kaldi ark/scp, in --nj jobs.
 
   python -m sslsv.bin.extract --checkpoint exp/x/final.pt --data data/test --output DIR \
       [--config conf/x.yaml] [--nj N] [--cmd local] [--device cpu|cuda]
@@ -33,13 +33,12 @@ import os
 import sys
 from pathlib import Path
 
-import kaldiio
 import torch
 import yaml
 
 from sslsv import cli
+from sslsv.arkio import ArkWriter, arks_of
 from sslsv.audio import report_silent
-from sslsv.backend.embeddings import parse_location
 from sslsv.config.load import load_config
 from sslsv.datadir.io import read_audio_sources
 from sslsv.datadir.tools import split_data_dir
@@ -133,14 +132,13 @@ def run_job(args: argparse.Namespace, given: dict) -> None:
     split = out_dir / f"split{args.nj}" / str(args.job)
     ark = out_dir / f"embeddings.{args.job}.ark"
     scp = out_dir / f"embeddings.{args.job}.scp"
-    tmp_scp = scp.with_name(scp.name + ".tmp")
     silent: list[str] = []
     use_feats = args.source == "feats"
-    with cudnn_benchmark(autotune), kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
+    # The scp appears last (sslsv.arkio.ArkWriter), once the ark and the silent list are whole.
+    with cudnn_benchmark(autotune), ArkWriter(ark, scp) as writer:
         n = embed_data_dir(model, split, use_feats, device, writer, options, silent)
-    with atomic_write(scp.with_name(f"embeddings.{args.job}.silent")) as f:
-        f.writelines(f"{utt}\n" for utt in silent)
-    os.replace(tmp_scp, scp)
+        with atomic_write(scp.with_name(f"embeddings.{args.job}.silent")) as f:
+            f.writelines(f"{utt}\n" for utt in silent)
     log.info("job %d: %d embeddings, %s (%s)", args.job, n, options.describe(), args.source)
 
 
@@ -163,10 +161,10 @@ def run_here(args: argparse.Namespace, given: dict, source: str, out_dir: Path) 
 
 def source_inputs(data_dir: Path, use_feats: bool) -> dict:
     """What embeddings of ``data_dir`` read (see :mod:`sslsv.reuse`): its utterance lines
-    and the identity of the files behind them, stage 1's feature arks or the audio."""
+    and the identity of the files behind them, the feature arks or the audio."""
     if use_feats:
         scp = data_dir / "feats.scp"
-        files = (parse_location(v, scp, u)[0] for u, v in read_dict(scp).items())
+        files = arks_of(scp)
         utterances = text_digest(scp)
     else:
         files = (s.path for s in read_audio_sources(data_dir).values())

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from sslsv import __version__, cli
-from sslsv.backend import CosineBackend, load_embeddings
+from sslsv.arkio import load_embeddings
+from sslsv.backend import CosineBackend
 from sslsv.calibration import (
     Calibration,
     embeddings_model,
@@ -151,7 +152,7 @@ def training_mean(scp: str, checkpoint: str, fingerprint: str, embed_dim: int) -
             f"--train-embeddings {scp}: {x.shape[1]}-d embeddings, but {checkpoint} makes "
             f"{embed_dim}-d ones"
         )
-    return CosineBackend.fit(x).mean
+    return CosineBackend.trained_on(x).mean
 
 
 def package(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""Stage 4: score a trial list with a cosine or PLDA back end, optionally score-normalised.
+"""Scoring: score a trial list with a back end (cosine, PLDA, ...), optionally score-normalised.
 
   python -m sslsv.bin.score --config conf/x.yaml --trials data/test/trials \
       --enroll exp/x/embeddings_final/test/embeddings.scp \
@@ -7,15 +7,16 @@
       [--backend-model exp/x/scores_final/plda.npz] --output exp/x/scores_final/test.scores
 
 Reads the trial list, the enroll and test embeddings and the scoring: section of --config
-(default: its defaults), each key overridable on the command line. The training set's
-embeddings (--train) give the mean that cosine scoring subtracts, PLDA's training data (with
---train-utt2spk) and the cohort of score normalisation. With PLDA, a --backend-model
-trained on exactly these inputs (settings, training embeddings and labels: its stamp says)
-is loaded instead of trained; otherwise the back end is trained, saved there and stamped,
-and the log says what changed. With --calibration (from sslsv.bin.calibrate; --utt2dur
-too when it uses quality measures) the scores, after any normalisation, become LLRs; a
-calibration fitted on scores made with other scoring: settings, or on another model's
-scores, is refused.
+(default: its defaults), each key overridable on the command line. The back ends, and the
+options of each, are those of the registry (sslsv.backend). The training set's embeddings
+(--train) give the mean that cosine scoring subtracts, PLDA's training data (with
+--train-utt2spk) and the cohort of score normalisation. With a back end worth saving
+(PLDA), a --backend-model trained on exactly these inputs (settings, training embeddings
+and labels: its stamp says) is loaded instead of trained; otherwise the back end is
+trained, saved there and stamped, and the log says what changed. With --calibration
+(from sslsv.bin.calibrate; --utt2dur too when it uses quality measures) the scores, after
+any normalisation, become LLRs; a calibration fitted on scores made with other scoring:
+settings, or on another model's scores, is refused.
 Which model made the embeddings is read from the stamps sslsv.bin.extract wrote beside
 them: enroll, test and training embeddings of different models are refused.
 Writes OUTPUT: ``enroll test score`` per trial, in the trial list's order, and OUTPUT.stamp:
@@ -32,25 +33,27 @@ import logging
 import os
 import sys
 import time
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from sslsv import cli
+from sslsv.arkio import arks_of, load_embeddings, load_labelled_embeddings
 from sslsv.backend import (
+    BACKENDS,
     NORM_METHODS,
     Backend,
-    CosineBackend,
-    PLDABackend,
+    TrainingSet,
+    backend_class,
+    backend_options,
     load_backend,
-    load_embeddings,
-    load_labelled_embeddings,
     save_backend,
     score_norm,
     speaker_means,
 )
-from sslsv.backend.embeddings import parse_location
+from sslsv.backend.base import FORMAT as BACKEND_FORMAT
 from sslsv.calibration import (
     Calibration,
     ModelFile,
@@ -63,20 +66,40 @@ from sslsv.config.load import load_config
 from sslsv.config.schema import ScoringConfig
 from sslsv.datadir.io import read_trials
 from sslsv.errors import DataError
-from sslsv.fileio import read_dict
 from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
 from sslsv.scores import check_unique_pairs, id_codes, pair_codes, write_scores
 
 log = logging.getLogger("score")
 
-#: Bump when a back end trained on the same inputs changes: saved ones are then retrained.
-BACKEND_FORMAT = "sslsv-backend-1"
+#: scoring: keys of score normalisation that the command line can override; those of the
+#: back ends come from the registry (:func:`overrides`).
+NORM_OVERRIDES = ("norm", "top_k", "cohort_speaker_means")
 
-#: scoring: keys that the command line can override.
-OVERRIDES = (
-    "backend", "subtract_mean", "lda_dim", "whiten", "plda_iters", "norm", "top_k",
-    "cohort_speaker_means",
-)  # fmt: skip
+
+def overrides() -> tuple[str, ...]:
+    """The scoring: keys that the command line can override: the back end, the keys of the
+    registered back ends, score normalisation."""
+    return ("backend", *backend_options(), *NORM_OVERRIDES)
+
+
+def _add_backend_options(group: argparse._ArgumentGroup) -> None:
+    """A flag per scoring: key of the registered back ends, of the key's type and range
+    (ScoringConfig's), its help the back end's text."""
+    fields = {f.name: f for f in dataclasses.fields(ScoringConfig)}
+    types = typing.get_type_hints(ScoringConfig)
+    for key, users in backend_options().items():
+        flag = "--" + key.replace("_", "-")
+        text = f"{'/'.join(users)}: {BACKENDS[users[0]].options[key]}"
+        kind = types[key]
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif typing.get_origin(kind) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(kind), help=text)
+        else:
+            low = fields[key].metadata.get("bounds", {}).get("minimum")
+            group.add_argument(
+                flag, type=kind if low is None else cli.at_least(kind, low), help=text
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,16 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-utt2spk", help="speaker labels of --train (PLDA, speaker cohorts)")
     p.add_argument(
         "--backend-model",
-        help="trained PLDA (.npz): loaded if it exists, else trained and saved here",
+        help="trained back end (.npz; PLDA): loaded if it exists, else trained and saved here",
     )
     p.add_argument("--calibration", help="calibration (.json): write LLRs")
     p.add_argument("--utt2dur", nargs="+", help="durations, for a calibration that uses them")
     g = p.add_argument_group("scoring: keys (override the config)")
-    g.add_argument("--backend", choices=("cosine", "plda"))
-    g.add_argument("--subtract-mean", action=argparse.BooleanOptionalAction, help="cosine")
-    g.add_argument("--lda-dim", type=cli.at_least(int, 0), help="plda: LDA dimension (0: none)")
-    g.add_argument("--whiten", action=argparse.BooleanOptionalAction, help="plda")
-    g.add_argument("--plda-iters", type=cli.at_least(int, 0), help="plda: EM iterations")
+    g.add_argument("--backend", choices=sorted(BACKENDS))
+    _add_backend_options(g)
     g.add_argument("--norm", choices=NORM_METHODS)
     g.add_argument("--top-k", type=cli.at_least(int, 1), help="as-norm: cohort scores per side")
     g.add_argument(
@@ -113,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 def scoring_config(args: argparse.Namespace) -> ScoringConfig:
     """The config's scoring: section with the command line's overrides."""
     section = load_config(args.config).scoring if args.config else ScoringConfig()
-    given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in overrides() if getattr(args, k, None) is not None}
     return dataclasses.replace(section, **given)
 
 
@@ -123,64 +143,71 @@ def _needs(args: argparse.Namespace, what: str, *, labels: bool) -> None:
         raise DataError(f"{what} needs {flags} (the training set's embeddings and labels)")
 
 
+def _needs_training(cls: type[Backend], sc: ScoringConfig) -> str | None:
+    """What needs the training set, in words for the error when it is not given."""
+    why = cls.needs_training(sc)
+    return f"{why} (or an existing --backend-model)" if why and cls.saved else why
+
+
 def _train(args: argparse.Namespace, sc: ScoringConfig) -> Backend:
-    if sc.backend == "cosine":
-        if not sc.subtract_mean:
-            return CosineBackend()
-        _needs(args, "scoring.subtract_mean (or --no-subtract-mean)", labels=False)
-        _, x = load_embeddings(args.train)
-        return CosineBackend.fit(x)
-    _needs(args, "scoring.backend plda (or an existing --backend-model)", labels=True)
-    _, x, speakers = load_labelled_embeddings(args.train, args.train_utt2spk)
-    log.info("training PLDA on %d embeddings of %d speakers", len(x), len(set(speakers)))
+    cls = backend_class(sc.backend)
+    why = _needs_training(cls, sc)
+    if why is None:
+        return cls.fit(sc, None)
+    _needs(args, why, labels=cls.needs_labels)
+    if cls.needs_labels:
+        _, x, speakers = load_labelled_embeddings(args.train, args.train_utt2spk)
+        log.info(
+            "training the %s back end on %d embeddings of %d speakers",
+            cls.name,
+            len(x),
+            len(set(speakers)),
+        )
+        train = TrainingSet(x, speakers)
+    else:
+        train = TrainingSet(load_embeddings(args.train)[1])
     try:
-        return PLDABackend.fit(x, speakers, sc.lda_dim or None, sc.whiten, sc.plda_iters)
+        return cls.fit(sc, train)
     except ValueError as e:
         raise DataError(f"{args.train}: {e}") from None
-
-
-def _wanted_config(sc: ScoringConfig) -> dict:
-    if sc.backend == "cosine":
-        return {"mean_subtraction": sc.subtract_mean}
-    return {"lda_dim": sc.lda_dim, "whiten": sc.whiten, "n_iter": sc.plda_iters}
 
 
 def backend_inputs(args: argparse.Namespace, sc: ScoringConfig) -> dict:
     """What a trained back end depends on (see :mod:`sslsv.reuse`): its settings, the
     training embeddings (the scp's lines and its arks' identity) and their labels."""
-    scp = Path(args.train)
-    arks = (parse_location(v, scp, u)[0] for u, v in read_dict(scp).items())
     return {
         "format": BACKEND_FORMAT,
-        "settings": {"backend": sc.backend, **_wanted_config(sc)},
-        "embeddings": text_digest(scp),
-        "arks": files_identity(arks),
+        "settings": {"backend": sc.backend, **backend_class(sc.backend).settings_of(sc)},
+        "embeddings": text_digest(args.train),
+        "arks": files_identity(arks_of(args.train)),
         "labels": text_digest(args.train_utt2spk) if args.train_utt2spk else "",
     }
 
 
 def get_backend(args: argparse.Namespace, sc: ScoringConfig) -> Backend:
-    """The back end: with PLDA and ``--backend-model``, the saved one when it was trained on
-    exactly these inputs, else a new one trained and saved (the log says what changed)."""
-    path = args.backend_model if sc.backend == "plda" else None  # a mean is cheap to redo
+    """The back end: for one worth saving (``saved``: PLDA) with ``--backend-model``, the
+    saved one when it was trained on exactly these inputs, else a new one trained and saved
+    (the log says what changed); otherwise a new one."""
+    cls = backend_class(sc.backend)
+    path = args.backend_model if cls.saved else None
     if not path:
         return _train(args, sc)
     if not args.train:
         # Nothing to check the saved model against: use it if its settings are these.
         if not Path(path).exists():
-            _needs(args, "scoring.backend plda (or an existing --backend-model)", labels=True)
+            return _train(args, sc)  # an error where it needs --train
         backend = load_backend(path)
-        wanted, saved = _wanted_config(sc), backend.config()
+        wanted, saved = cls.settings_of(sc), backend.settings()
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
-        if backend.kind != sc.backend or diff:
+        if backend.name != sc.backend or diff:
             shown = ", ".join(f"{k}: saved {s!r}, asked {w!r}" for k, (s, w) in diff.items())
             raise DataError(
-                f"{path}: trained with other settings ({shown or backend.kind}); give --train "
-                "and --train-utt2spk to retrain it"
+                f"{path}: trained with other settings ({shown or backend.name}); give --train"
+                f"{' and --train-utt2spk' if cls.needs_labels else ''} to retrain it"
             )
         log.info(
             "loaded %s back end from %s (its training data not checked: no --train)",
-            backend.kind,
+            backend.name,
             path,
         )
         return backend
@@ -194,7 +221,7 @@ def get_backend(args: argparse.Namespace, sc: ScoringConfig) -> Backend:
     backend = _train(args, sc)
     save_backend(path, backend)
     write_stamp(path, inputs)
-    log.info("saved %s back end to %s", backend.kind, path)
+    log.info("saved %s back end to %s", backend.name, path)
     return backend
 
 
