@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe as describe_machine  # bench/machine.py, beside this script
 
 from sslsv.corpora.importer import audio_path, import_recordings
 from sslsv.corpora.voxceleb import read_voxceleb_trial_list, voxceleb_utt_id
@@ -111,14 +110,7 @@ def run_row(name: str, entries: int, trials: int, work: Path) -> dict:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores, Python {platform.python_version()}"
+    return describe_machine(("numpy",)).line()
 
 
 ROWS = {
@@ -158,7 +150,7 @@ def main() -> int:
             return done.returncode
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}\n")
+    print(f"machine: {machine()}\n")
     print("| row | entries | trials converted | listing (s) | import (s) | total (s) | peak RSS |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:

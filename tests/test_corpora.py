@@ -145,7 +145,11 @@ def test_real_librispeech(tmp_path: Path) -> None:
     assert targets and all(sessions[e] != sessions[t] for e, t in targets)
 
 
-def recipe_default(script: Path, name: str) -> str:
+def recipe_default(recipe: Path, name: str) -> str:
+    """A default of the recipe's stage 0: set in its local/data.sh, or in run.sh where that
+    script runs stage 0 itself."""
+    script = recipe / "local" / "data.sh"
+    script = script if script.is_file() else recipe / "run.sh"
     match = re.search(rf"^{name}=(\S+)", script.read_text(), re.M)
     assert match, f"{script} sets no {name}"
     return match.group(1)
@@ -167,9 +171,9 @@ def test_real_librispeech_recipe_test_set_counts(tmp_path: Path, caplog) -> None
     validate_data_dir(dest)
     speakers = set(read_id_list(held_out))
     assert set(read_dict(dest / "utt2spk").values()) == speakers
-    options = ["--num-per-utt", recipe_default(recipe / "run.sh", "trials_per_utt"),
-               "--target-fraction", recipe_default(recipe / "run.sh", "target_fraction"),
-               "--seed", recipe_default(recipe / "run.sh", "seed")]  # fmt: skip
+    options = ["--num-per-utt", recipe_default(recipe, "trials_per_utt"),
+               "--target-fraction", recipe_default(recipe, "target_fraction"),
+               "--seed", recipe_default(recipe, "seed")]  # fmt: skip
     with caplog.at_level(logging.INFO):
         assert make_trials_cli.main([str(dest), *options]) == 0
     trials = read_trials(dest / "trials")
@@ -671,7 +675,7 @@ def test_make_trials_logs_cross_session_targets(caplog) -> None:
     targets = [(e, t) for e, t, y in trials if y]
     cross = sum(utt2session[e] != utt2session[t] for e, t in targets)
     assert 0 < cross < len(targets)  # spk03 has one session: its targets stay within it
-    assert f"({len(targets)} target, {cross} of them across sessions," in caplog.text
+    assert f"{len(targets)} target ({cross} across sessions (utt2session))," in caplog.text
     counts = count_trials(trials, utt2spk, utt2session)
     used = {u for e, t, _ in trials for u in (e, t)}
     assert counts == (len(trials), len(targets), cross, len({utt2spk[u] for u in used}), len(used))

@@ -42,7 +42,7 @@ needs_ffmpeg = pytest.mark.skipif(
     reason="ffmpeg not installed: VoxCeleb2 m4a decoding in stage 0 not tested "
     "(apt-get install ffmpeg)",
 )
-RUN_SH = (REPO / "egs" / "voxceleb" / "run.sh").read_text()
+STAGE0_SH = (REPO / "egs" / "voxceleb" / "local" / "data.sh").read_text()
 
 # VoxCeleb1: dev speakers and test speakers in one wav/ tree, as vox1_dev_wav + vox1_test_wav
 # unpack; a video id starting with '-' (they exist) puts '-' in the middle of utterance ids.
@@ -236,8 +236,8 @@ def aug_log_line(stderr: str) -> set[str]:
 
 
 def num_rirs_option() -> list[str]:
-    # Simulating the default 200 rooms takes ~25 s; run.sh passes --num-rirs once it has it.
-    return ["--num-rirs", "4"] if re.search(r"^num_rirs=", RUN_SH, re.M) else []
+    # Simulating the default 200 rooms takes ~25 s; run.sh passes --num-rirs on to stage 0.
+    return ["--num-rirs", "4"] if re.search(r"^num_rirs=", STAGE0_SH, re.M) else []
 
 
 @needs_ffmpeg

@@ -60,7 +60,8 @@ def median_f0(audio: np.ndarray, sample_rate: int = 16000) -> float:
 def test_layout_format_and_durations(corpus: Path) -> None:
     files = wav_files(corpus)
     assert len(files) == SPEAKERS * UTTS
-    speakers = mini_corpus.read_speakers_tsv(corpus / "speakers.tsv")
+    header, *lines = (corpus / "speakers.tsv").read_text(encoding="utf-8").splitlines()
+    speakers = [dict(zip(header.split("\t"), x.split("\t"), strict=True)) for x in lines]
     assert [s["speaker"] for s in speakers] == ["spk001", "spk002", "spk003"]
     for row, spec in zip(speakers, mini_corpus.plan_speakers(SPEAKERS, 7), strict=True):
         assert (row["voice"], row["variant"], float(row["rate"])) == (

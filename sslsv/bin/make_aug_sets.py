@@ -7,7 +7,7 @@ settings and the identity of its source files). A set built from the same inputs
 from other inputs, rebuilt whole, and the log says what changed.
 
 Usage:
-  python -m sslsv.bin.make_aug_sets --out exp/aug --seed 0 \\
+  python -m sslsv.bin.make_aug_sets --out exp/aug --seed 0 [--config CONF] \\
       [--num-rirs 200] [--noise-dir ../shared/data/noise/speech_commands_background] \\
       [--noise-files F ...] [--babble-from data/train] [--music-dir D]
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sslsv import cli
 from sslsv.audio import AUDIO_EXTENSIONS, find_audio_files
+from sslsv.corpora.rate import add_rate_options, sample_rate_of
 from sslsv.errors import DataError
 from sslsv.simulation.aug_sets import build_aug_sets
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(__doc__, "python -m sslsv.bin.make_aug_sets")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-rate", type=int, default=16000)
+    add_rate_options(p, "the sets are written")
     p.add_argument("--num-rirs", type=cli.at_least(int, 1), default=200)
     p.add_argument(
         "--rir-method",
@@ -70,7 +71,10 @@ def check_paths(args: argparse.Namespace, found: dict[str, list[Path]]) -> None:
     """No set under OUT (each replaced whole) is, or holds, a source: a noise or music file
     (given, or found in a folder searched), a folder searched or the babble data dir, e.g.
     --noise-dir OUT/noise from an earlier build (sslsv.cli.check_io)."""
-    inputs: dict[str, str | os.PathLike | None] = {"--babble-from": args.babble_from}
+    inputs: dict[str, str | os.PathLike | None] = {
+        "--config": args.config,
+        "--babble-from": args.babble_from,
+    }
     for option, files, dirs in (
         ("noise", args.noise_files, args.noise_dir),
         ("music", args.music_files, args.music_dir),
@@ -86,6 +90,7 @@ def check_paths(args: argparse.Namespace, found: dict[str, list[Path]]) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    sample_rate = sample_rate_of(args)  # a bad --config fails before any work
     found = {}
     for d in args.noise_dir + args.music_dir:
         found[d] = find_audio_files(d)
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> None:
     build_aug_sets(
         args.out,
         seed=args.seed,
-        sample_rate=args.sample_rate,
+        sample_rate=sample_rate,
         num_rirs=args.num_rirs,
         rir_method=args.rir_method,
         noise_files=noise,

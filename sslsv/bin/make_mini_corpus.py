@@ -1,10 +1,10 @@
 """Stage 0 of egs/mini: generate the offline synthetic multi-speaker corpus.
 
-Reads nothing but the eSpeak NG library and voices of the espeakng-loader package. Writes
-OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav (16 kHz mono int16), OUT/speakers.tsv and, last,
-OUT/wav.stamp (its settings). Rerunning with the same arguments does nothing; other
-arguments generate it again; an interrupted run is redone
-from scratch.
+Reads the eSpeak NG library and voices of the espeakng-loader package and, with --config, the
+experiment config's features.sample_rate. Writes OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav
+(mono int16 at that rate, or without a config at the config's default), OUT/speakers.tsv
+and, last, OUT/wav.stamp (its settings). Rerunning with the same arguments does nothing; other
+arguments generate it again; an interrupted run is redone from scratch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import sys
 
 from sslsv import cli
+from sslsv.corpora.rate import add_rate_options, sample_rate_of
 from sslsv.simulation.mini_corpus import make_corpus
 
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=min(4, os.cpu_count() or 1),
         help="parallel worker processes (default: %(default)s)",
     )
+    add_rate_options(parser, "the corpus is written")
     return parser
 
 
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
         verbose=True,
         speaker_prefix=args.speaker_prefix,
         keep_last=args.keep_last,
+        sample_rate=sample_rate_of(args),
     )
 
 

@@ -89,17 +89,11 @@ def run(args: argparse.Namespace) -> None:
         )
     counts = count_trials(trials, utt2spk, utt2session)
     logging.info(
-        "%s: %d speakers (%d utterances) -> %d trials: %d target (%s), %d non-target; "
-        "written to %s",
+        "%s: %d speakers (%d utterances) -> %s; written to %s",
         data_dir,
         len(set(utt2spk.values())),
         len(utt2spk),
-        counts.trials,
-        counts.target,
-        f"{counts.cross_session_target} across sessions (utt2session)"
-        if utt2session is not None
-        else "sessions unknown",
-        counts.trials - counts.target,
+        counts.describe(utt2session is not None),
         output,
     )
 

@@ -15,9 +15,10 @@ Usage:
   python -m sslsv.bin.prepare_data musan ROOT DEST_PREFIX [--chunk-seconds 6]
   python -m sslsv.bin.prepare_data rirs ROOT DEST [--real]
 
-Every kind also takes --nj, --min-duration, --max-bad-fraction, --sample-rate,
---allow-resample, --no-audio-check [--utt2dur F], --speakers and --exclude-speakers (see
---help of each kind).
+Every kind also takes --config CONF (the experiment config: the audio is expected at its
+features.sample_rate, and VoxCeleb2 decoded to it; without one, at the config's default),
+--nj, --min-duration, --max-bad-fraction, --sample-rate, --allow-resample, --no-audio-check
+[--utt2dur F], --speakers and --exclude-speakers (see --help of each kind).
 Excluded files are listed in DEST/excluded.txt with the reason.
 """
 
@@ -33,6 +34,7 @@ from sslsv.corpora.folder import prepare_csv, prepare_folder
 from sslsv.corpora.importer import ImportOptions
 from sslsv.corpora.librispeech import prepare_librispeech
 from sslsv.corpora.noise import prepare_musan, prepare_rirs
+from sslsv.corpora.rate import add_rate_options, sample_rate_of
 from sslsv.corpora.voxceleb import prepare_voxceleb1, prepare_voxceleb2
 from sslsv.datadir.io import read_durations, read_id_list
 from sslsv.errors import DataError
@@ -55,7 +57,7 @@ def _common_options(min_duration: float) -> argparse.ArgumentParser:
         default=0.01,
         help="fail when more than this fraction of files is unreadable or empty (default 0.01)",
     )
-    common.add_argument("--sample-rate", type=int, default=16000, help="expected rate (Hz)")
+    add_rate_options(common, "the audio is expected (VoxCeleb2 decoded)")
     common.add_argument(
         "--allow-resample",
         action="store_true",
@@ -166,7 +168,7 @@ def options_from_args(args: argparse.Namespace) -> ImportOptions:
         durations=read_durations(args.utt2dur) if args.utt2dur else None,
         min_duration=args.min_duration,
         max_bad_fraction=args.max_bad_fraction,
-        sample_rate=args.sample_rate,
+        sample_rate=sample_rate_of(args),
         allow_resample=args.allow_resample,
         nj=args.nj,
         speakers=read_id_list(args.speakers, "speaker") if args.speakers else None,
@@ -181,6 +183,7 @@ def check_paths(args: argparse.Namespace) -> None:
     dir, replaced whole, is not and does not hold the corpus, a list read or the wav cache;
     the wav cache and the download folder, written into, are not a file read."""
     inputs: dict[str, str | None] = {
+        "--config": args.config,
         "--speakers": args.speakers,
         "--exclude-speakers": args.exclude_speakers,
         "--utt2dur": args.utt2dur,

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from sslsv.datadir.io import PathLike
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_write
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike
 
 
 def file_md5(path: PathLike) -> str:

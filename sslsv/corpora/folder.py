@@ -15,13 +15,11 @@ from sslsv.corpora.importer import (
     audio_path,
     import_recordings,
 )
-from sslsv.datadir.io import sanitize_id
+from sslsv.datadir.io import PathLike, sanitize_id
 from sslsv.errors import DataError
 from sslsv.fileio import utf8_text
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike
 
 
 def list_folder(root: PathLike) -> list[Recording]:

@@ -48,7 +48,8 @@ from sslsv.audio import (
     read_audio,
     report_silent,
 )
-from sslsv.datadir.io import format_seconds, spk2utt_from_utt2spk, write_trials
+from sslsv.corpora.rate import DEFAULT_SAMPLE_RATE
+from sslsv.datadir.io import PathLike, format_seconds, spk2utt_from_utt2spk, write_trials
 from sslsv.datadir.tools import check_replaceable
 from sslsv.datadir.validate import validate_data_dir
 from sslsv.errors import DataError
@@ -56,7 +57,6 @@ from sslsv.fileio import atomic_dir, atomic_write, write_table
 
 log = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike
 Trial = tuple[str, str, bool]
 #: Trial file name -> (the list it came from, its trials).
 TrialLists = dict[str, tuple[Path, list[Trial]]]
@@ -87,7 +87,8 @@ class ImportOptions:
 
     min_duration: float = 0.5
     max_bad_fraction: float = 0.01
-    sample_rate: int = 16000
+    #: The rate the audio is expected at: the experiment's ``features.sample_rate``.
+    sample_rate: int = DEFAULT_SAMPLE_RATE
     allow_resample: bool = False
     nj: int = field(default_factory=default_jobs)
     #: Keep only these speakers (an unknown one is an error).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -13,10 +12,8 @@ from sslsv.corpora.importer import (
     audio_path,
     import_recordings,
 )
-from sslsv.datadir.io import sanitize_id
+from sslsv.datadir.io import PathLike, sanitize_id
 from sslsv.errors import DataError
-
-PathLike = str | os.PathLike
 
 
 def list_librispeech(root: PathLike) -> list[Recording]:

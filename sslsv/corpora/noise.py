@@ -14,11 +14,8 @@ from sslsv.corpora.importer import (
     audio_path,
     import_recordings,
 )
-from sslsv.datadir.io import sanitize_id
+from sslsv.datadir.io import PathLike, sanitize_id
 from sslsv.errors import DataError
-
-PathLike = str | os.PathLike
-
 
 MUSAN_CATEGORIES = ("noise", "speech", "music")
 

@@ -1,4 +1,5 @@
-"""Decoding compressed corpora (VoxCeleb2's m4a) once to 16-bit mono WAV with ffmpeg."""
+"""Decoding compressed corpora (VoxCeleb2's m4a) once to 16-bit mono WAV with ffmpeg, at the
+experiment's sample rate (:mod:`sslsv.corpora.rate`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import soundfile as sf
 
 from sslsv.errors import DataError
 
@@ -27,7 +30,8 @@ def ffmpeg_path() -> str:
 
 
 def _convert_one(ffmpeg: str, src: Path, dst: Path, sample_rate: int) -> str | None:
-    """Decode ``src`` to 16-bit mono WAV ``dst`` via a temp file and rename; error text or None."""
+    """Decode ``src`` to 16-bit mono WAV ``dst`` at ``sample_rate`` via a temp file and rename;
+    error text or None."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.{os.getpid()}-{threading.get_ident()}.tmp"
     # "file:" stops ffmpeg from reading a ':' in a path as a protocol name.
@@ -48,15 +52,35 @@ def _convert_one(ffmpeg: str, src: Path, dst: Path, sample_rate: int) -> str | N
             tmp.unlink()
 
 
-def convert_to_wav(
-    jobs: list[tuple[Path, Path]], nj: int = 1, sample_rate: int = 16000
-) -> dict[Path, str]:
-    """Decode each ``(source, wav)`` pair whose wav does not exist yet; source -> error text.
+def _rate_of(wav: Path, default: int) -> int:
+    """The sample rate of a decoded wav; ``default`` when unreadable (the import lists it)."""
+    try:
+        return sf.info(str(wav)).samplerate
+    except RuntimeError:  # soundfile's errors
+        return default
+
+
+def convert_to_wav(jobs: list[tuple[Path, Path]], sample_rate: int, nj: int = 1) -> dict[Path, str]:
+    """Decode each ``(source, wav)`` pair whose wav does not exist yet to ``sample_rate``;
+    source -> error text.
 
     Runs ``nj`` ffmpeg processes at once; a finished wav is only ever renamed into place, so an
-    interrupted run leaves no partial files and a rerun converts only what is missing.
+    interrupted run leaves no partial files and a rerun converts only what is missing. A
+    cache decoded at another rate (for a config of another ``features.sample_rate``) is
+    refused, by the header of its first wav, rather than completed at a second rate.
     """
-    todo = [(s, d) for s, d in jobs if not d.is_file()]
+    todo: list[tuple[Path, Path]] = []
+    done: list[Path] = []
+    for src, dst in jobs:
+        if dst.is_file():
+            done.append(dst)
+        else:
+            todo.append((src, dst))
+    if done and (rate := _rate_of(done[0], sample_rate)) != sample_rate:
+        raise DataError(
+            f"{done[0]}: decoded at {rate} Hz, not {sample_rate}: the wav cache was made for "
+            "another sample rate; give another --wav-cache, or remove this one"
+        )
     log.info(
         "convert_to_wav: %d files to decode, %d already done", len(todo), len(jobs) - len(todo)
     )

@@ -18,13 +18,11 @@ from sslsv.corpora.importer import (
     import_recordings,
 )
 from sslsv.corpora.transcode import convert_to_wav
-from sslsv.datadir.io import sanitize_id
+from sslsv.datadir.io import PathLike, sanitize_id
 from sslsv.errors import DataError
 from sslsv.fileio import utf8_text
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike
 
 
 def voxceleb_utt_id(speaker: str, video: str, stem: str) -> str:
@@ -185,13 +183,13 @@ def prepare_voxceleb2(
     subset: str = "dev",
 ) -> ImportReport:
     """Import VoxCeleb2 ``ROOT/{subset}/aac/idXXXXX/VIDEO/NNNNN.m4a``, decoded once to
-    ``WAV_CACHE/idXXXXX/VIDEO/NNNNN.wav`` (16 kHz mono); session = video."""
+    ``WAV_CACHE/idXXXXX/VIDEO/NNNNN.wav`` (mono, at ``options.sample_rate``); session = video."""
     options = options or ImportOptions()
     root, cache = Path(root), Path(wav_cache)
     base = _find_first([root / subset / "aac", root / "aac", root], "VoxCeleb2 m4a files", ".m4a")
     files = _voxceleb_files(base, ".m4a")
     jobs = [(m4a, cache / spk / video / f"{m4a.stem}.wav") for spk, video, m4a in files]
-    errors = convert_to_wav(jobs, nj=options.nj, sample_rate=options.sample_rate)
+    errors = convert_to_wav(jobs, options.sample_rate, nj=options.nj)
     items = [
         Recording(
             voxceleb_utt_id(spk, video, m4a.stem),

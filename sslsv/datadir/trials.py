@@ -24,6 +24,19 @@ class TrialCounts(NamedTuple):
     speakers: int
     utterances: int
 
+    def describe(self, sessions_known: bool) -> str:
+        """``N trials: T target (X across sessions (utt2session)), M non-target``, or
+        ``(sessions unknown)`` for a list made without ``utt2session``."""
+        across = (
+            f"{self.cross_session_target} across sessions (utt2session)"
+            if sessions_known
+            else "sessions unknown"
+        )
+        return (
+            f"{self.trials} trials: {self.target} target ({across}), "
+            f"{self.trials - self.target} non-target"
+        )
+
 
 def count_trials(
     trials: list[Trial], utt2spk: dict[str, str], utt2session: dict[str, str] | None = None
@@ -156,16 +169,10 @@ def make_trials(
     if log.isEnabledFor(logging.DEBUG):
         counts = count_trials(trials, utt2spk, utt2session)
         log.debug(
-            "make_trials: %d trials (%d target, %s, %d non-target) over %d utterances of %d "
-            "speakers",
-            counts.trials,
-            counts.target,
-            f"{counts.cross_session_target} of them across sessions"
-            if utt2session is not None
-            else "sessions unknown",
-            counts.trials - counts.target,
-            n,
+            "make_trials: %d speakers (%d utterances) -> %s",
             len(spk_sessions),
+            n,
+            counts.describe(utt2session is not None),
         )
     trials.sort(key=lambda t: (kaldi_sort_key(t[0]), kaldi_sort_key(t[1])))
     return trials

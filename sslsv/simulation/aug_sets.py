@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from sslsv.audio import read_audio
+from sslsv.corpora.rate import DEFAULT_SAMPLE_RATE
 from sslsv.datadir.io import read_audio_sources, sanitize_id, write_spk2utt
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_dir, kaldi_sort_key, write_table
@@ -138,7 +139,7 @@ def build_rir_set(
     set_dir: str | os.PathLike,
     num_rirs: int = 200,
     seed: int = 0,
-    sample_rate: int = 16000,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
     method: str = "auto",
     max_seconds: float = 1.0,
     jobs: int = 1,
@@ -186,7 +187,7 @@ def build_noise_set(
     set_dir: str | os.PathLike,
     noise_files: Sequence[str | os.PathLike] = (),
     seed: int = 0,
-    sample_rate: int = 16000,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
     num_colored: int = 30,
     chunk_seconds: float = 5.0,
 ) -> bool:
@@ -222,7 +223,7 @@ def build_noise_set(
 def build_music_set(
     set_dir: str | os.PathLike,
     music_files: Sequence[str | os.PathLike],
-    sample_rate: int = 16000,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
     chunk_seconds: float = 5.0,
 ) -> bool:
     """User music files cut into chunks."""
@@ -244,7 +245,7 @@ def build_speech_set(
     set_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
     seed: int = 0,
-    sample_rate: int = 16000,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
     num_chunks: int = 200,
     chunk_seconds: float = 5.0,
 ) -> bool:
@@ -282,7 +283,7 @@ def build_speech_set(
 def build_aug_sets(
     out_dir: str | os.PathLike,
     seed: int = 0,
-    sample_rate: int = 16000,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
     num_rirs: int = 200,
     rir_method: str = "auto",
     noise_files: Sequence[str | os.PathLike] = (),

@@ -7,7 +7,7 @@ with a little per-utterance variation, random gain and random leading/trailing s
 
 Layout written by :func:`make_corpus`::
 
-    OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav   16 kHz mono int16
+    OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav   mono int16 at ``sample_rate``
     OUT/speakers.tsv                           header, then per speaker: speaker voice
                                                variant pitch range rate sessions
     OUT/wav.stamp                              written last: the generation settings
@@ -16,6 +16,11 @@ Determinism: eSpeak keeps state between syntheses (:mod:`sslsv.simulation.espeak
 synthesis runs in children forked from a process whose eSpeak is initialised but has never
 synthesised: one pool worker per speaker in :func:`make_corpus`. The output then depends only
 on the arguments (seed, sizes), not on the worker count or the order of work.
+
+Rate: utterances are rendered at :data:`RENDER_RATE`, the rate the channel model is defined
+at (band edges up to 7.8 kHz), and resampled to the corpus's ``sample_rate`` (the experiment
+config's ``features.sample_rate``) when that is another: a corpus at 8 kHz is the 16 kHz one
+band-limited, the same speakers saying the same things.
 """
 
 from __future__ import annotations
@@ -35,13 +40,15 @@ import numpy as np
 import scipy.signal
 import soundfile
 
+from sslsv.corpora.rate import DEFAULT_SAMPLE_RATE
 from sslsv.fileio import atomic_write
 from sslsv.reuse import changes, remove_stamp, stamp_path, write_stamp
 from sslsv.simulation.dsp import colored_noise, mix_at_snr, peaking_eq_sos
 from sslsv.simulation.espeak import ESpeak, SynthError, process_espeak
 from sslsv.simulation.sentences import random_sentence
 
-SAMPLE_RATE = 16000
+#: The rate utterances are synthesised and processed at (the generator's, not the corpus's).
+RENDER_RATE = 16000
 MIN_DURATION_S = 2.5
 MAX_DURATION_S = 6.0
 # Bump when a change alters the generated audio, so that old corpora are not reused.
@@ -122,7 +129,7 @@ class Channel:
     noise_exponent: float
     snr_db: float
 
-    def sos(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    def sos(self, sample_rate: int = RENDER_RATE) -> np.ndarray:
         band = scipy.signal.butter(
             2, [self.low_cut_hz, self.high_cut_hz], btype="bandpass", fs=sample_rate, output="sos"
         )
@@ -247,7 +254,7 @@ def _jitter_channel(channel: Channel, rng: np.random.Generator) -> Channel:
 class UtteranceScript:
     """Everything random about one utterance, drawn from its seed."""
 
-    num_samples: int  # total length at SAMPLE_RATE
+    num_samples: int  # total length at RENDER_RATE
     lead_samples: int  # leading silence
     speech_budget: int  # most samples of speech (what is left is trailing silence)
     espeak_params: dict[str, int]
@@ -262,7 +269,7 @@ def utterance_script(speaker: SpeakerSpec, utt: UtteranceSpec) -> UtteranceScrip
     duration = rng.uniform(MIN_DURATION_S, MAX_DURATION_S)
     lead = rng.uniform(*SILENCE_S)
     min_trail = rng.uniform(*SILENCE_S)
-    speech_budget = int((duration - lead - min_trail) * SAMPLE_RATE)
+    speech_budget = int((duration - lead - min_trail) * RENDER_RATE)
     rate = round(speaker.rate * rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER))
     pitch = speaker.pitch + rng.uniform(-PITCH_JITTER, PITCH_JITTER)
     span = speaker.pitch_range + rng.uniform(-SPAN_JITTER, SPAN_JITTER)
@@ -273,13 +280,13 @@ def utterance_script(speaker: SpeakerSpec, utt: UtteranceSpec) -> UtteranceScrip
         "volume": 100,
     }
     # Text for about twice the budget at this rate; the synthesiser stops once it is filled.
-    words_needed = 2.0 * speech_budget / SAMPLE_RATE * rate / 60.0 + 8
+    words_needed = 2.0 * speech_budget / RENDER_RATE * rate / 60.0 + 8
     sentences: list[str] = []
     while sum(len(s.split()) for s in sentences) < words_needed:
         sentences.append(random_sentence(rng))
     return UtteranceScript(
-        num_samples=int(duration * SAMPLE_RATE),
-        lead_samples=int(lead * SAMPLE_RATE),
+        num_samples=int(duration * RENDER_RATE),
+        lead_samples=int(lead * RENDER_RATE),
         speech_budget=speech_budget,
         espeak_params=params,
         sentences=tuple(sentences),
@@ -290,16 +297,20 @@ def utterance_script(speaker: SpeakerSpec, utt: UtteranceSpec) -> UtteranceScrip
 
 
 def render_utterance(
-    espeak: ESpeak, speaker: SpeakerSpec, utt: UtteranceSpec, fresh: bool = True
+    espeak: ESpeak,
+    speaker: SpeakerSpec,
+    utt: UtteranceSpec,
+    fresh: bool = True,
+    sample_rate: int = RENDER_RATE,
 ) -> np.ndarray:
-    """Synthesise one utterance: int16 samples at 16 kHz, 2.5-6 s long.
+    """Synthesise one utterance: int16 samples at ``sample_rate``, 2.5-6 s long.
 
     ``fresh``: as in :meth:`ESpeak.synthesize` (False: depends on what this process
     synthesised before).
     """
     script = utterance_script(speaker, utt)
     budget = script.speech_budget
-    min_raw = math.ceil((budget / SAMPLE_RATE + 0.5) * espeak.sample_rate)
+    min_raw = math.ceil((budget / RENDER_RATE + 0.5) * espeak.sample_rate)
     raw = espeak.synthesize(
         speaker.voice,
         script.sentences,
@@ -311,15 +322,15 @@ def render_utterance(
     if raw.size == 0:
         raise SynthError(f"{utt.utt_id}: eSpeak produced no audio for voice {speaker.voice!r}")
     speech = scipy.signal.resample_poly(
-        raw.astype(np.float64) / 32768.0, SAMPLE_RATE, espeak.sample_rate
+        raw.astype(np.float64) / 32768.0, RENDER_RATE, espeak.sample_rate
     )
     speech = _trim(speech)
     if len(speech) < budget // 2:
         raise SynthError(
-            f"{utt.utt_id}: eSpeak produced only {len(speech) / SAMPLE_RATE:.2f} s of speech "
+            f"{utt.utt_id}: eSpeak produced only {len(speech) / RENDER_RATE:.2f} s of speech "
             f"for voice {speaker.voice!r}"
         )
-    speech = _cut_quietly(speech, budget, SAMPLE_RATE // 4, SAMPLE_RATE)
+    speech = _cut_quietly(speech, budget, RENDER_RATE // 4, RENDER_RATE)
     signal = np.zeros(script.num_samples)
     signal[script.lead_samples : script.lead_samples + len(speech)] = speech
     channel = script.channel
@@ -333,6 +344,9 @@ def render_utterance(
     peak = float(np.max(np.abs(signal)))
     if peak > 0.95:  # a loud level on a peaky voice: give up level, never clip
         signal *= 0.95 / peak
+    if sample_rate != RENDER_RATE:
+        # The filter's ripple may lift a peak a little: clip rather than wrap around.
+        signal = np.clip(scipy.signal.resample_poly(signal, sample_rate, RENDER_RATE), -1, 1)
     return np.round(signal * 32767.0).astype(np.int16)
 
 
@@ -341,22 +355,22 @@ def render_utterance(
 # ---------------------------------------------------------------------------------------------
 
 
-def _render_speaker(job: tuple[str, SpeakerSpec, int, int, int]) -> float:
+def _render_speaker(job: tuple[str, SpeakerSpec, int, int, int, int]) -> float:
     """Write one speaker's wavs (atomically); return the total duration in seconds.
 
     Runs in a pool worker forked for this speaker alone (``maxtasksperchild=1``) from a
     process that never synthesised: the speaker's utterances, synthesised in turn in the
     worker, depend only on the arguments. (A fork per utterance would cost twice the time.)
     """
-    out_dir, speaker, speaker_index, utts_per_speaker, seed = job
+    out_dir, speaker, speaker_index, utts_per_speaker, seed, sample_rate = job
     espeak = process_espeak()
     total = 0.0
     for utt in plan_utterances(speaker, speaker_index, utts_per_speaker, seed):
-        audio = render_utterance(espeak, speaker, utt, fresh=False)
+        audio = render_utterance(espeak, speaker, utt, fresh=False, sample_rate=sample_rate)
         path = wav_path(out_dir, speaker, utt)
         with atomic_write(path, "wb") as f:
-            soundfile.write(f, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        total += len(audio) / SAMPLE_RATE
+            soundfile.write(f, audio, sample_rate, subtype="PCM_16", format="WAV")
+        total += len(audio) / sample_rate
     return total
 
 
@@ -396,6 +410,7 @@ def make_corpus(
     verbose: bool = False,
     speaker_prefix: str = "spk",
     keep_last: int = 0,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
 ) -> Path:
     """Generate the corpus in ``out_dir`` (see module docstring); return ``out_dir``.
 
@@ -412,6 +427,8 @@ def make_corpus(
         raise SynthError(f"nj must be >= 1, got {nj}")
     if not 0 <= keep_last <= num_speakers:
         raise SynthError(f"keep_last must be in [0, {num_speakers}], got {keep_last}")
+    if sample_rate < 1:
+        raise SynthError(f"sample_rate must be >= 1, got {sample_rate}")
     if not speaker_prefix.isalnum():
         raise SynthError(f"speaker_prefix must be letters and digits, got {speaker_prefix!r}")
     out = Path(out_dir)
@@ -421,7 +438,7 @@ def make_corpus(
             "num_speakers": num_speakers,
             "utts_per_speaker": utts_per_speaker,
             "seed": seed,
-            "sample_rate": SAMPLE_RATE,
+            "sample_rate": sample_rate,
             # Recorded only when not the default: corpora made before the option stay valid.
             **({"speaker_prefix": speaker_prefix} if speaker_prefix != "spk" else {}),
             **({"keep_last": keep_last} if keep_last else {}),
@@ -459,7 +476,7 @@ def make_corpus(
         (out / "speakers.tsv").unlink()
 
     start = time.time()
-    jobs = [(str(out), spk, i, utts_per_speaker, seed) for i, spk in planned]
+    jobs = [(str(out), spk, i, utts_per_speaker, seed, sample_rate) for i, spk in planned]
     # fork: workers inherit eSpeak initialised, never used; and callers need no __main__
     # guard. One worker per speaker (see _render_speaker).
     ctx = multiprocessing.get_context("fork")
@@ -475,10 +492,3 @@ def make_corpus(
             file=sys.stderr,
         )
     return out
-
-
-def read_speakers_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of ``speakers.tsv`` as dicts keyed by its header."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]

@@ -119,7 +119,7 @@ def exp_decay_rir(
 
 
 def simulate_rir(
-    room: RoomSpec, sample_rate: int = 16000, seed: int = 0, max_seconds: float = 1.0
+    room: RoomSpec, sample_rate: int, seed: int = 0, max_seconds: float = 1.0
 ) -> np.ndarray:
     """Simulate one RIR with pyroomacoustics (hybrid image sources + ray tracing), trimmed.
 
