@@ -47,7 +47,7 @@ def margin_logits_loss(
     return F.cross_entropy(logits, positive), accuracy.detach()
 
 
-def nt_xent_am_with_accuracy(
+def nt_xent_am(
     z1: torch.Tensor,
     z2: torch.Tensor,
     scale: float = 30.0,
@@ -57,7 +57,8 @@ def nt_xent_am_with_accuracy(
     z1_all: torch.Tensor | None = None,
     z2_all: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """NT-Xent-AM of the local anchors ``z1``, ``z2`` (N, D) against a candidate batch.
+    """NT-Xent-AM of the local anchors ``z1``, ``z2`` (N, D) against a candidate batch:
+    (mean loss, top-1 accuracy of the positives without margin), both 0-dim tensors.
 
     Candidates are ``z1_all``, ``z2_all`` (the global batch gathered over processes, with
     gradients) or, by default, the local batch itself; ``offset`` is the index of the first
@@ -86,17 +87,6 @@ def nt_xent_am_with_accuracy(
         columns = torch.arange(2 * total, device=z1.device)
         mask = columns[None, :] == self_column[:, None]
         return margin_logits_loss(cos, positive, scale, margin, mask)
-
-
-def nt_xent_am(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    scale: float = 30.0,
-    margin: float = 0.1,
-    symmetric: bool = True,
-) -> torch.Tensor:
-    """Mean NT-Xent-AM loss of two views' embeddings ``z1``, ``z2`` of shape (N, D)."""
-    return nt_xent_am_with_accuracy(z1, z2, scale, margin, symmetric)[0]
 
 
 def margin_at(progress: float, margin: float, warmup: float) -> float:

@@ -21,8 +21,7 @@ experiment: tiny_classifier
 encoder:
   name: resnet
   args: {channels: [4, 8, 8, 16], blocks: [1, 1, 1, 1], embed_dim: 16}
-method: {name: classifier, subcenters: SUBCENTERS}
-loss: {scale: 30.0, margin: 0.2, margin_warmup: 0.5}
+method: {name: classifier, subcenters: SUBCENTERS, scale: 30.0, margin: 0.2, margin_warmup: 0.5}
 augment: {enabled: false}
 train: {epochs: 3, batch_size: 4, num_workers: 0, crop_seconds: 0.5, deterministic: true,
         average_last: 1, keep_checkpoints: 2}
@@ -132,7 +131,7 @@ def test_classifier_learns_the_labels(tmp_path, labelled):
     assert not any(k.startswith("centres") for k in load_safe(straight / "final.pt")["model"])
     # A fixed margin (no warm-up raising it) and a higher rate: the loss falls.
     exp = tmp_path / "learn"
-    argv = train_args(config, data, exp, "--override", "loss.margin_warmup=0", "train.lr=0.01",
+    argv = train_args(config, data, exp, "--override", "method.margin_warmup=0", "train.lr=0.01",
                       "train.epochs=5")  # fmt: skip
     assert train_cli.main(argv) == 0
     log = (exp / "log" / "train.log").read_text().splitlines()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 DINO = ("method.head_hidden=64", "method.head_bottleneck=32", "method.head_out=256",
-        "method.local_crops=2", "method.local_crop_seconds=0.5", "loss.margin=0")  # fmt: skip
+        "method.local_crops=2", "method.local_crop_seconds=0.5")  # fmt: skip
 SSPS = ("method.ssps={enabled: true, start: 0, queue_size: 256, clusters: 4, kmeans_iters: 3}",)
 METHODS = {
     "simclr": (),

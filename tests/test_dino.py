@@ -17,7 +17,7 @@ from sslsv.config.load import load_config
 from sslsv.errors import ConfigError
 from sslsv.fileio import write_table
 from sslsv.losses import dino_loss
-from sslsv.methods import StepInfo, build_method, crop_plan, method_class
+from sslsv.methods import StepInfo, build_method, method_class
 from sslsv.methods.dino import teacher_momentum, teacher_temperature
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train.checkpoint import load_safe
@@ -30,7 +30,6 @@ DINO_SMALL = [
     "method.head_bottleneck=6",
     "method.head_out=11",
     "method.local_crops=3",
-    "loss.margin=0",
 ]
 
 
@@ -109,7 +108,7 @@ def test_forward_loss_centre_and_teacher_update_follow_the_definitions():
         heads = [p.detach().clone() for p in dino.teacher_head.parameters()]
         online = [p.detach().clone() for p in dino.student_head.parameters()]
         teacher_head = [m * t + (1 - m) * s for t, s in zip(heads, online)]
-        loss, metrics = dino(feats, 0.0, None, StepInfo(progress=progress, epoch=1))
+        loss, metrics = dino(feats, None, StepInfo(progress=progress, epoch=1))
         for got, want in zip(dino.model.parameters(), teacher_model):
             torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
         for got, want in zip(dino.teacher_head.parameters(), teacher_head):
@@ -138,18 +137,21 @@ def test_prototypes_are_frozen_in_the_first_epochs_only():
     _, dino = make_dino("method.freeze_last_layer_epochs=1")
     for epoch, frozen in ((0, True), (1, False)):
         dino.zero_grad()
-        loss, _ = dino(crops(), 0.0, None, StepInfo(progress=0.2, epoch=epoch))
+        loss, _ = dino(crops(), None, StepInfo(progress=0.2, epoch=epoch))
         loss.backward()
         grad = dino.student_head.prototypes.grad
         assert bool((grad == 0).all()) == frozen
         assert float(dino.student_head.mlp[0].weight.grad.abs().sum()) > 0
 
 
-def test_a_margin_is_refused_and_the_crop_plan_has_two_lengths():
-    with pytest.raises(ConfigError, match="loss.margin"):
-        make_dino("loss.margin=0.1")
+def test_dino_has_no_margin_and_the_crop_plan_has_two_lengths():
+    with pytest.raises(ConfigError, match="unknown key 'method.margin' for method 'dino'"):
+        make_dino("method.margin=0.1")
     cfg = load_config(None, [*DINO_SMALL, "train.crop_seconds=3", "method.local_crop_seconds=1.5"])
-    assert crop_plan(method_class(cfg), cfg) == [(2, 3.0), (3, 1.5)]
+    assert method_class(cfg).crop_plan(cfg) == [(2, 3.0), (3, 1.5)]
+    _, dino = make_dino()
+    assert dino.embedding_models() == [dino.student, dino.model]
+    assert dino.model is not dino.student  # the teacher, what final.pt keeps
 
 
 def ramp_data_dir(tmp_path, seconds=3.0, rate=16000):
@@ -238,7 +240,6 @@ encoder:
 method: {name: dino, head_hidden: 16, head_bottleneck: 8, head_out: 12, local_crops: 2,
          local_crop_seconds: 0.3, momentum: 0.9,
          ssps: {enabled: true, start: 0.0, queue_size: 64, clusters: 2}}
-loss: {margin: 0.0}
 augment: {enabled: false}
 train: {epochs: 2, batch_size: 4, num_workers: 0, crop_seconds: 0.5, deterministic: true}
 """

@@ -29,7 +29,6 @@ DINO = [
     "method.head_out=10",
     "method.local_crops=2",
     "method.momentum=0.9",
-    "loss.margin=0",
 ]
 # Positive sampling from the second step on (the memory holds the first step's 8).
 SSPS = ["method.ssps.enabled=true", "method.ssps.start=0", "method.ssps.queue_size=20",
@@ -37,26 +36,18 @@ SSPS = ["method.ssps.enabled=true", "method.ssps.start=0", "method.ssps.queue_si
 
 
 def make_method(name):
-    moco = ["method.name=moco", "method.queue_size=20", "method.momentum=0.9", "loss.margin=0.1"]
+    moco = ["method.name=moco", "method.queue_size=20", "method.momentum=0.9"]
+    margin = ["method.margin=0.1", "method.scale=10"]
     options = {
+        "simclr": ["method.name=simclr", *margin],
+        "moco": moco + margin,
+        "classifier": ["method.name=classifier", *margin],
         "dino": DINO,
         "dino_ssps": DINO + SSPS,
-        "simclr_ssps": ["method.name=simclr", *SSPS],
-        "moco_ssps": moco + SSPS,
+        "simclr_ssps": ["method.name=simclr", "method.scale=10", *SSPS],
+        "moco_ssps": moco + ["method.scale=10"] + SSPS,
     }
-    cfg = load_config(
-        None,
-        [
-            f"encoder.name={MEAN_LINEAR}",
-            f"method.name={name}",
-            "method.queue_size=20",
-            "method.momentum=0.9",
-            "loss.margin=0.1",
-            "loss.scale=10",
-        ]
-        if name not in options
-        else [f"encoder.name={MEAN_LINEAR}", "loss.scale=10", *options[name]],
-    )
+    cfg = load_config(None, [f"encoder.name={MEAN_LINEAR}", *options[name]])
     torch.manual_seed(0)
     method = build_method(cfg, EmbeddingModel(cfg), CLASSES)
     # Batch norm over the global batch (DINO's head has it), as the trainer converts it.
@@ -91,7 +82,7 @@ def run_steps(method, forward, data, rank=0, world=1):
         indices = torch.arange(N)[mine] + 100 * step
         info = StepInfo(0.2 + 0.3 * step, 1, step, indices)
         part = [f[mine] for f in feats] if isinstance(feats, list) else feats[mine]
-        loss, _ = forward(part, 0.1, labels[mine], info)
+        loss, _ = forward(part, labels[mine], info)
         opt.zero_grad()
         loss.backward()
         if grads is None:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from sslsv.audio import INT16_SCALE, read_crop
 from sslsv.config.load import load_config
 from sslsv.fileio import write_table
-from sslsv.methods import crop_plan, method_class
+from sslsv.methods import method_class
 from sslsv.train.dataset import (
     SHM_BUDGET_BYTES,
     CropDataset,
@@ -154,7 +154,7 @@ def voxceleb_batch_bytes(name: str, world: int = 1) -> tuple[int, int]:
     """(per-rank int16 batch bytes, workers) of a VoxCeleb config, as the trainer sizes them."""
     cfg = load_config(REPO / "egs" / "voxceleb" / "conf" / f"{name}.yaml")
     rate = cfg.features.sample_rate
-    crops = [(n, round(s * rate)) for n, s in crop_plan(method_class(cfg), cfg)]
+    crops = [(n, round(s * rate)) for n, s in method_class(cfg).crop_plan(cfg)]
     return cfg.train.batch_size // world * crop_bytes(crops), cfg.train.num_workers
 
 

@@ -44,15 +44,17 @@ def test_matches_definition(symmetric, margin, scale):
     g = torch.Generator().manual_seed(int(scale * 10 + margin * 100 + symmetric))
     z1 = torch.randn(7, 5, generator=g, dtype=torch.float64)
     z2 = z1 + 0.7 * torch.randn(7, 5, generator=g, dtype=torch.float64)
-    got = nt_xent_am(z1, z2, scale=scale, margin=margin, symmetric=symmetric)
-    assert got.dim() == 0
+    got, accuracy = nt_xent_am(z1, z2, scale=scale, margin=margin, symmetric=symmetric)
+    assert got.dim() == 0 and accuracy.dim() == 0 and 0 <= float(accuracy) <= 1
     assert got.item() == pytest.approx(reference_loss(z1, z2, scale, margin, symmetric), abs=1e-6)
 
 
 def test_margin_raises_loss_and_zero_margin_is_ntxent():
     g = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
-    assert nt_xent_am(z1, z2, margin=0.2) > nt_xent_am(z1, z2, margin=0.0)
+    assert nt_xent_am(z1, z2, margin=0.2)[0] > nt_xent_am(z1, z2, margin=0.0)[0]
+    # The accuracy is that of the positives without margin: the margin does not change it.
+    assert nt_xent_am(z1, z2, margin=0.2)[1] == nt_xent_am(z1, z2, margin=0.0)[1]
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
@@ -61,7 +63,7 @@ def test_gradcheck(symmetric):
     z1 = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     z2 = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, b: nt_xent_am(a, b, scale=10.0, margin=0.1, symmetric=symmetric), (z1, z2)
+        lambda a, b: nt_xent_am(a, b, scale=10.0, margin=0.1, symmetric=symmetric)[0], (z1, z2)
     )
 
 

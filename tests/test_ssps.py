@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from sslsv.config.load import load_config
-from sslsv.config.schema import SSPSConfig
-from sslsv.losses import nt_xent_am_with_accuracy
+from sslsv.losses import nt_xent_am
 from sslsv.methods import StepInfo, build_method
-from sslsv.methods.ssps import PositiveSampler, spherical_kmeans
+from sslsv.methods.ssps import PositiveSampler, SSPSConfig, spherical_kmeans
 from sslsv.models.embedding import EmbeddingModel
 
 CLUSTERS, PER_CLUSTER, DIM = 5, 12, 16
@@ -126,20 +125,20 @@ def test_simclr_uses_the_sampled_positive_once_sampling_has_started():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(6, 2, 40, 30, generator=g)
     indices = torch.arange(6)
-    before = method(feats, 0.1, None, StepInfo(progress=0.1, indices=indices))[0]
+    before = method(feats, None, StepInfo(progress=0.1, indices=indices))[0]
     with torch.no_grad():
         z = method.model.forward_features(feats.transpose(0, 1).flatten(0, 1))
-    want = nt_xent_am_with_accuracy(z[:6], z[6:], 30.0, 0.1, True)[0]
+    want = nt_xent_am(z[:6], z[6:], 30.0, 0.1, True)[0]
     assert float(before.detach()) == pytest.approx(float(want), rel=1e-5)  # not started: own views
     assert sorted(method.ssps.index[:6].tolist()) == list(range(6))
     # Started: each anchor's positive is the remembered second view of another utterance
     # of its cluster (the draw repeated on a copy of the memory, which the step changes).
     memory = copy.deepcopy(method.ssps)
     info = StepInfo(progress=0.6, indices=indices + 6, global_step=1)
-    loss = method(feats, 0.1, None, info)[0]
+    loss = method(feats, None, info)[0]
     pos, found = memory.sample(info.indices, z[:6], info.epoch, info.global_step)
     assert bool(found.any())
-    want = nt_xent_am_with_accuracy(z[:6], torch.where(found[:, None], pos, z[6:]), 30.0, 0.1)
+    want = nt_xent_am(z[:6], torch.where(found[:, None], pos, z[6:]), 30.0, 0.1)
     assert float(loss.detach()) == pytest.approx(float(want[0]), rel=1e-5)
     assert not torch.allclose(pos[found], z[6:][found])  # not the own second views
 

@@ -93,8 +93,8 @@ def test_changed_config_is_refused_with_the_key(tmp_path, tone_data_dir, capsys)
     exp = tmp_path / "exp"
     args = ["--config", str(config), "--data", str(tone_data_dir), "--exp-dir", str(exp)]
     assert train_cli.main([*args, "--override", "train.epochs=1"]) == 0
-    assert train_cli.main([*args, "--override", "train.epochs=1", "loss.margin=0.3"]) == 1
-    assert "loss.margin" in capsys.readouterr().err
+    assert train_cli.main([*args, "--override", "train.epochs=1", "method.margin=0.3"]) == 1
+    assert "method.margin: 0.1 -> 0.3" in capsys.readouterr().err
     # Settings of stages 3-5 do not change the trained model: a rerun accepts them.
     later = ["extract.crop_seconds=2.0", "scoring.backend=plda"]
     assert train_cli.main([*args, "--override", "train.epochs=1", *later]) == 0

@@ -499,14 +499,13 @@ def test_a_config_saved_before_a_key_existed_continues_at_that_keys_default(tmp_
     """An experiment made by an older sslsv has no line for keys added since (DINO's
     method.momentum_end, the method.ssps section): they are compared at their defaults, so
     it continues; a value other than the default, or a change of a saved key, is refused."""
-    from sslsv.config.load import config_to_dict
-    from sslsv.config.schema import Config
+    from sslsv.config.load import default_config_dict
     from sslsv.errors import ConfigError
 
-    older = config_to_dict(Config())
+    older = default_config_dict("dino")
     del older["method"]["momentum_end"], older["method"]["ssps"]
     saved = _saved(tmp_path, older)
-    now = config_to_dict(Config())
+    now = default_config_dict("dino")
     train_cli.check_unchanged(now, saved)  # the same experiment
 
     now["train"]["epochs"] += 10  # more epochs: a continuation
@@ -518,12 +517,12 @@ def test_a_config_saved_before_a_key_existed_continues_at_that_keys_default(tmp_
     ):
         train_cli.check_unchanged(now, saved)
 
-    now = config_to_dict(Config())
+    now = default_config_dict("dino")
     now["method"]["ssps"]["enabled"] = True
     with pytest.raises(ConfigError, match=r"method.ssps.enabled: \(absent: its default False\)"):
         train_cli.check_unchanged(now, saved)
 
-    now = config_to_dict(Config())
+    now = default_config_dict("dino")
     now["method"]["momentum"] = 0.99
     with pytest.raises(ConfigError, match=r"method.momentum: 0.999 -> 0.99\n"):
         train_cli.check_unchanged(now, saved)

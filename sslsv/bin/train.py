@@ -43,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from sslsv import cli, distributed
-from sslsv.config.load import config_to_dict, load_config
+from sslsv.config.load import config_to_dict, default_config_dict, load_config, upgrade_legacy
 from sslsv.config.schema import Config
 from sslsv.datadir.io import read_audio_sources
 from sslsv.errors import ConfigError, DataError
@@ -102,10 +102,12 @@ def check_unchanged(cfg_dict: dict, resolved: Path) -> None:
         return
     with open(resolved, encoding="utf-8") as f:
         old = yaml.safe_load(f) or {}
+    # One written before each method had its own config section: in today's layout.
+    old = upgrade_legacy(old, str(resolved)) if isinstance(old, dict) else {}
     # Epoch count may grow to continue training, and the settings of the later stages
     # (extraction, scoring) may change; anything else changes the experiment.
     free = ("train.epochs:", "extract.", "scoring.", "pseudo_label.")
-    defaults = config_to_dict(Config())
+    defaults = default_config_dict(cfg_dict["method"]["name"])
     diffs = [d for d in _differences(old, cfg_dict, defaults) if not d.startswith(free)]
     if diffs:
         raise ConfigError(
@@ -201,10 +203,10 @@ def _train_locked(cfg: Config, exp_dir: Path, args: argparse.Namespace) -> int:
             init_embeddings = Path(args.init_embeddings)
             if not init_embeddings.is_file():
                 raise DataError(f"--init-embeddings {init_embeddings}: no such file")
-    from sslsv.methods import method_class, needs_labels
+    from sslsv.methods import method_class
 
     data = training_inputs(
-        Path(args.data), init_model, needs_labels(method_class(cfg)), init_embeddings
+        Path(args.data), init_model, method_class(cfg).needs_labels, init_embeddings
     )
     check_same_data(data, resolved)
     from sslsv.train.trainer import Trainer  # torch: after the cheap checks

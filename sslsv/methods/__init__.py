@@ -1,105 +1,63 @@
-"""Training method registry: ``name -> class``. A method turns a batch of crops (B, views,
-n_mels, T) into a loss: SimCLR and MoCo two views without labels, the classifier one view
-with a class label per utterance, DINO several crops of two lengths (multi-crop).
+"""Training methods: the contract (:mod:`sslsv.methods.base`: :class:`Method`, its config
+base :class:`MethodConfig`, :func:`register_method`) and the registry ``name -> class``.
 
-A method class says what it needs with class attributes: ``views`` (crops per utterance,
-default 2) or, for crops of several lengths, a ``crop_plan(cfg)`` classmethod returning
-``[(count, seconds), ...]`` (one group per length; then ``forward`` gets a list of
-(B, count, n_mels, T) tensors, one per group); ``needs_labels`` (default False; True: it is
-built with ``num_classes`` and gets the labels of the data dir's ``utt2spk``).
+Built in: ``simclr`` (:mod:`~sslsv.methods.simclr`) and ``moco``
+(:mod:`~sslsv.methods.moco`), two views and NT-Xent-AM, no labels; ``dino``
+(:mod:`~sslsv.methods.dino`), multi-crop self-distillation, no labels; ``classifier``
+(:mod:`~sslsv.methods.classifier`), one view and AAM-softmax over class labels. SimCLR,
+MoCo and DINO can draw their positives by self-supervised positive sampling
+(:mod:`~sslsv.methods.ssps`).
 
-``forward(feats, margin, labels=None, info=None)`` returns (loss, metrics); ``info`` is the
-step's :class:`StepInfo` (position in training, the batch's utterance indices). A method's
-``model`` attribute is the :class:`EmbeddingModel` that checkpoints keep as the model
-(``final.pt``), validation embeds and stage 5 extracts: the online encoder for SimCLR, MoCo
-and the classifier, the EMA teacher for DINO."""
+Plugins: the modules named in the environment variable ``SSLSV_PLUGINS`` (comma-separated,
+importable from ``PYTHONPATH``) are imported after the built-in methods, so that the methods
+they register are known to every command (see :mod:`sslsv.methods.base` for what such a
+module holds).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import os
 
-import torch
-from torch import nn
+from sslsv.config.schema import MethodConfig
+from sslsv.errors import ConfigError
+from sslsv.methods.base import (
+    METHODS,
+    Method,
+    Metrics,
+    StepInfo,
+    build_method,
+    ema_update,
+    make_projector,
+    method_class,
+    register_method,
+)
 
-from sslsv.config.schema import Config
-from sslsv.models.embedding import EmbeddingModel
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodConfig",
+    "Metrics",
+    "StepInfo",
+    "build_method",
+    "ema_update",
+    "make_projector",
+    "method_class",
+    "register_method",
+]
 
-METHODS: dict[str, type[nn.Module]] = {}
-
-
-def register_method(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
-        METHODS[name] = cls
-        return cls
-
-    return add
-
-
-def method_class(cfg: Config) -> type[nn.Module]:
-    if cfg.method.name not in METHODS:
-        raise ValueError(
-            f"unknown method.name {cfg.method.name!r} (known: {', '.join(sorted(METHODS))})"
-        )
-    return METHODS[cfg.method.name]
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """Where a training step is: ``progress`` (0-1, steps done / all steps) for schedules,
-    ``epoch`` and ``global_step``, and ``indices``, the local rows' training-set indices
-    on the device (positive sampling keeps a memory per utterance)."""
-
-    progress: float = 0.0
-    epoch: int = 0
-    global_step: int = 0
-    indices: torch.Tensor | None = None
+#: Environment variable: modules (comma-separated) that register methods of their own.
+PLUGINS_ENV = "SSLSV_PLUGINS"
 
 
-def views_of(cls: type[nn.Module]) -> int:
-    return getattr(cls, "views", 2)
-
-
-def crop_plan(cls: type[nn.Module], cfg: Config) -> list[tuple[int, float]]:
-    """``[(crops, seconds), ...]`` per utterance: one group per crop length."""
-    plan = getattr(cls, "crop_plan", None)
-    if plan is not None:
-        return plan(cfg)
-    return [(views_of(cls), cfg.train.crop_seconds)]
-
-
-def needs_labels(cls: type[nn.Module]) -> bool:
-    return getattr(cls, "needs_labels", False)
-
-
-def build_method(cfg: Config, model: EmbeddingModel, num_classes: int = 0) -> nn.Module:
-    cls = method_class(cfg)
-    if needs_labels(cls):
-        return cls(cfg, model, num_classes)
-    return cls(cfg, model)
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """``target <- momentum * target + (1 - momentum) * online`` for every parameter, as one
-    multi-tensor kernel rather than two small kernels per parameter (buffers untouched)."""
-    target_params = list(target.parameters())
-    if target_params:
-        online_params = [p.detach() for p in online.parameters()]
-        torch._foreach_lerp_(target_params, online_params, 1 - momentum)
-
-
-def make_projector(in_dim: int, sizes: list[int]) -> nn.Module:
-    """MLP projector (Linear-BN-ReLU ... Linear); identity when ``sizes`` is empty."""
-    if not sizes:
-        return nn.Identity()
-    layers: list[nn.Module] = []
-    dims = [in_dim, *sizes]
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 1:
-            layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
+def _import_plugins() -> None:
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"{PLUGINS_ENV}: cannot import {module!r} ({e})") from None
 
 
 from sslsv.methods import classifier, dino, moco, simclr  # noqa: E402,F401
+
+_import_plugins()

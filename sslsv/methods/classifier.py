@@ -2,40 +2,60 @@
 
 The second stage of label-free training: the labels are the pseudo-speakers of a clustered
 training set (``data/<train>_pl<round>/utt2spk``); with the true ``utt2spk`` the same method
-gives the supervised ceiling. One crop per utterance; margin and scale are ``loss.margin``
-and ``loss.scale`` (with ``loss.margin_warmup``), ``method.subcenters`` centres per class.
+gives the supervised ceiling. One crop per utterance; ``method.scale`` and
+``method.margin`` (ramped in over ``method.margin_warmup``) are the AAM's scale and angular
+margin, ``method.subcenters`` centres per class. With a seed model and its embeddings of the
+training set, the centres start at the classes' mean embeddings
+(:meth:`Classifier.seed_from_class_means`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsv.config.schema import Config
+from sslsv.config.schema import Config, MethodConfig, checked
 from sslsv.devices import at_least_float32, full_precision
-from sslsv.losses import aam_softmax_with_accuracy
-from sslsv.methods import StepInfo, register_method
+from sslsv.losses import aam_softmax_with_accuracy, margin_at
+from sslsv.methods.base import Method, Metrics, StepInfo, register_method
 from sslsv.models.embedding import EmbeddingModel
 
 
+@dataclass
+class ClassifierConfig(MethodConfig):
+    name: str = "classifier"
+    # AAM-softmax: cosines to the class centres times ``scale``, the angular ``margin``
+    # (radians) added at the target's, ramped from 0 over the first ``margin_warmup``.
+    scale: float = checked(30.0, above=0)
+    margin: float = checked(0.1, minimum=0, below=1)
+    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+    # Centres per class (sub-centre ArcFace when > 1: robust to noisy labels).
+    subcenters: int = checked(1, minimum=1)
+
+
 @register_method("classifier")
-class Classifier(nn.Module):
-    views = 1
+class Classifier(Method):
+    config_class = ClassifierConfig
     needs_labels = True
 
-    def __init__(self, cfg: Config, model: EmbeddingModel, num_classes: int) -> None:
-        super().__init__()
+    def __init__(self, cfg: Config, model: EmbeddingModel, num_classes: int = 0) -> None:
+        super().__init__(cfg, model, num_classes)
         if num_classes < 2:
             raise ValueError(f"the classifier needs at least 2 classes, got {num_classes}")
-        self.loss_cfg = cfg.loss
-        self.subcenters = cfg.method.subcenters
-        self.model = model
+        self.cfg: ClassifierConfig = cfg.method
+        self.subcenters = self.cfg.subcenters
         self.centres = nn.Parameter(torch.empty(num_classes * self.subcenters, model.embed_dim))
         nn.init.xavier_normal_(self.centres)
 
+    @classmethod
+    def crop_plan(cls, cfg: Config) -> list[tuple[int, float]]:
+        return [(1, cfg.train.crop_seconds)]
+
     @torch.no_grad()
-    def init_centres(self, class_means: torch.Tensor) -> None:
+    def seed_from_class_means(self, class_means: torch.Tensor) -> bool:
         """Start the centres at the classes' mean embeddings (C, D) by the seed model, so
         that the first steps refine the seed's geometry instead of pulling it towards
         random centres; sub-centres of a class start there with a little noise (identical
@@ -45,23 +65,25 @@ class Classifier(nn.Module):
             generator = torch.Generator().manual_seed(0)
             centres += 0.01 * torch.randn(centres.shape, generator=generator)
         self.centres.copy_(centres)
+        return True
 
     def forward(
         self,
         feats: torch.Tensor,
-        margin: float,
         labels: torch.Tensor | None = None,
         info: StepInfo | None = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, Metrics]:
         """``feats``: (B, 1, n_mels, T) log-mels, ``labels``: (B,) class indices."""
         if labels is None:
             raise ValueError("the classifier needs the labels of its batch")
+        info = info or StepInfo()
+        margin = margin_at(info.progress, self.cfg.margin, self.cfg.margin_warmup)
         embeddings = self.model.forward_features(feats[:, 0])
         with full_precision(embeddings.device.type):  # float32 cosines, also under bf16
             cos = F.linear(
                 F.normalize(at_least_float32(embeddings), dim=-1), F.normalize(self.centres, dim=-1)
             )
             loss, accuracy = aam_softmax_with_accuracy(
-                cos, labels, self.loss_cfg.scale, margin, self.subcenters
+                cos, labels, self.cfg.scale, margin, self.subcenters
             )
-        return loss, {"accuracy": accuracy}
+        return loss, {"accuracy": accuracy, "margin": margin}

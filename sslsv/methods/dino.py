@@ -2,25 +2,26 @@
 WeSpeaker's ``examples/voxceleb/v3/dino`` apply it to speakers.
 
 A student (encoder + head) and a teacher, an exponential moving average of the student whose
-momentum follows a cosine from ``method.momentum`` (0.996) to ``method.momentum_end`` (1)
-over training. Each utterance gives 2 global crops (``train.crop_seconds``) and
-``method.local_crops`` local crops (``method.local_crop_seconds``), each an independent
-random segment; the teacher sees the global crops, the student all of them, and the loss is
-the cross-entropy between the teacher's centred, sharpened distribution over ``head_out``
-prototypes and the student's, over every pair of different crops
-(:func:`sslsv.losses.dino_loss`). The centre is a moving average (``center_momentum``) of
-the teacher's outputs over the global batch; the teacher temperature warms up linearly from
-``teacher_temperature_start`` to ``teacher_temperature`` over the first
-``teacher_temperature_warmup`` of training; the prototypes (the head's last layer) are not
-updated during the first ``freeze_last_layer_epochs`` epochs.
+momentum follows a cosine from ``method.momentum`` (the references: 0.996) to
+``method.momentum_end`` (1) over training. Each utterance gives 2 global crops
+(``train.crop_seconds``) and ``method.local_crops`` local crops
+(``method.local_crop_seconds``), each an independent random segment; the teacher sees the
+global crops, the student all of them, and the loss is the cross-entropy between the
+teacher's centred, sharpened distribution over ``head_out`` prototypes and the student's,
+over every pair of different crops (:func:`sslsv.losses.dino_loss`). The centre is a moving
+average (``center_momentum``) of the teacher's outputs over the global batch; the teacher
+temperature warms up linearly from ``teacher_temperature_start`` to
+``teacher_temperature`` over the first ``teacher_temperature_warmup`` of training; the
+prototypes (the head's last layer) are not updated during the first
+``freeze_last_layer_epochs`` epochs.
 
 The teacher is the model (``self.model``: ``final.pt``, validation, stage 5), as in the
 authors' toolkit, which embeds with its momentum encoder: the average of the student over
 the last steps is the smoother model.
 
-No additive margin: DINO has no positive-pair logit to subtract it from. The nearest
+No additive margin: DINO has no positive-pair logit to subtract it from (the nearest
 analogue, a margin on the teacher's chosen prototype in the student's logits, is not part
-of any reference recipe, so ``loss.margin`` must be 0 here (a config error otherwise).
+of any reference recipe), so its config has no margin key.
 
 With ``method.ssps.enabled`` (:mod:`sslsv.methods.ssps`), the teacher's first global crop of
 an anchor is replaced, once sampling has started, by the stored teacher embedding of a
@@ -38,19 +39,46 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslsv import distributed
-from sslsv.config.schema import Config
+from sslsv.config.schema import Config, MethodConfig, checked
 from sslsv.devices import at_least_float32, full_precision
-from sslsv.errors import ConfigError
 from sslsv.losses import dino_loss
-from sslsv.methods import StepInfo, ema_update, register_method
-from sslsv.methods.ssps import PositiveSampler
+from sslsv.methods.base import Method, Metrics, StepInfo, ema_update, register_method
+from sslsv.methods.ssps import PositiveSampler, SSPSConfig
 from sslsv.models.embedding import EmbeddingModel
+
+
+@dataclass
+class DINOConfig(MethodConfig):
+    name: str = "dino"
+    # The teacher's EMA momentum at the start, then a cosine to momentum_end (1 in the
+    # references; lower for runs of a few hundred steps).
+    momentum: float = checked(0.999, minimum=0, maximum=1)
+    momentum_end: float = checked(1.0, minimum=0, maximum=1)
+    # Head: 3-layer MLP with batch norm and GELU, L2-normalised bottleneck, weight-normalised
+    # last layer of head_out prototypes.
+    head_hidden: int = checked(2048, minimum=1)
+    head_bottleneck: int = checked(256, minimum=1)
+    head_out: int = checked(65536, minimum=2)
+    # Crops: 2 global of train.crop_seconds (teacher and student), local_crops of
+    # local_crop_seconds (the student only).
+    local_crops: int = checked(4, minimum=0)
+    local_crop_seconds: float = checked(2.0, above=0)
+    # Temperatures (the teacher's: teacher_temperature_start, linearly to
+    # teacher_temperature over the first teacher_temperature_warmup of training).
+    student_temperature: float = checked(0.1, above=0)
+    teacher_temperature: float = checked(0.04, above=0)
+    teacher_temperature_start: float = checked(0.04, above=0)
+    teacher_temperature_warmup: float = checked(0.0, minimum=0, maximum=1)
+    center_momentum: float = checked(0.9, minimum=0, maximum=1)
+    freeze_last_layer_epochs: int = checked(1, minimum=0)  # no update of the prototypes
+    ssps: SSPSConfig = field(default_factory=SSPSConfig)
 
 
 def teacher_momentum(progress: float, start: float, end: float = 1.0) -> float:
@@ -97,7 +125,9 @@ class DINOHead(nn.Module):
 
 
 @register_method("dino")
-class DINO(nn.Module):
+class DINO(Method):
+    config_class = DINOConfig
+
     @classmethod
     def crop_plan(cls, cfg: Config) -> list[tuple[int, float]]:
         plan = [(2, cfg.train.crop_seconds)]
@@ -105,14 +135,9 @@ class DINO(nn.Module):
             plan.append((cfg.method.local_crops, cfg.method.local_crop_seconds))
         return plan
 
-    def __init__(self, cfg: Config, model: EmbeddingModel) -> None:
-        super().__init__()
-        mc = cfg.method
-        if cfg.loss.margin != 0:
-            raise ConfigError(
-                f"loss.margin is {cfg.loss.margin:g} but method.name 'dino' has no positive-pair "
-                "logit to apply a margin to; set loss.margin: 0"
-            )
+    def __init__(self, cfg: Config, model: EmbeddingModel, num_classes: int = 0) -> None:
+        super().__init__(cfg, model, num_classes)
+        mc: DINOConfig = cfg.method
         self.cfg = mc
         self.student = model
         self.student_head = DINOHead(
@@ -127,6 +152,9 @@ class DINO(nn.Module):
         self._frozen = False
         # Zeroed rather than cut from the graph, so DDP still sees a gradient for every weight.
         self.student_head.prototypes.register_hook(lambda g: g * 0 if self._frozen else g)
+
+    def embedding_models(self) -> list[EmbeddingModel]:
+        return [self.student, self.model]
 
     @torch.no_grad()
     def _update_teacher(self, momentum: float) -> None:
@@ -143,10 +171,9 @@ class DINO(nn.Module):
     def forward(
         self,
         feats: torch.Tensor | list[torch.Tensor],
-        margin: float,
         labels: torch.Tensor | None = None,
         info: StepInfo | None = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, Metrics]:
         """``feats``: [(B, 2, n_mels, T) global crops, (B, local_crops, n_mels, T') local
         crops] (or the global crops alone) -> (loss, metrics)."""
         info = info or StepInfo()

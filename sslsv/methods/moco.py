@@ -1,7 +1,9 @@
 """MoCo v2-style: momentum key encoder and a queue of negative keys per view.
 
 Queries of each view are scored against the key of the other view (positive, margin
-subtracted) and against that view's queue (negatives). Under DDP the key encoder sees a
+subtracted: NT-Xent-AM, with ``scale``, ``margin`` and ``margin_warmup`` as SimCLR's) and
+against that view's queue (negatives); ``symmetric``: both views are queries, else view 1
+only. Under DDP the key encoder sees a
 batch shuffled across processes (shuffled batch norm) and the queues take the keys of all
 processes, so every rank holds the same queue.
 
@@ -13,40 +15,63 @@ placed by the anchor's first-view key; the negative queues are unchanged.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sslsv import distributed
-from sslsv.config.schema import Config
+from sslsv.config.schema import Config, MethodConfig, checked
 from sslsv.devices import at_least_float32, full_precision
-from sslsv.losses import margin_logits_loss
-from sslsv.methods import StepInfo, ema_update, make_projector, register_method
-from sslsv.methods.ssps import PositiveSampler
+from sslsv.losses import margin_at, margin_logits_loss
+from sslsv.methods.base import (
+    Method,
+    Metrics,
+    StepInfo,
+    ema_update,
+    make_projector,
+    register_method,
+)
+from sslsv.methods.ssps import PositiveSampler, SSPSConfig
 from sslsv.models.embedding import EmbeddingModel
 
 
+@dataclass
+class MoCoConfig(MethodConfig):
+    name: str = "moco"
+    # Hidden/out sizes of an optional MLP projector; empty means none.
+    projector: list[int] = checked(factory=list, minimum=1)
+    momentum: float = checked(0.999, minimum=0, maximum=1)  # the key encoder's EMA
+    queue_size: int = checked(32768, minimum=1)  # negative keys per view
+    # NT-Xent-AM: cosines times ``scale``, ``margin`` subtracted from the positive's
+    # (0: plain NT-Xent), ramped from 0 over the first ``margin_warmup`` of training.
+    scale: float = checked(30.0, above=0)
+    margin: float = checked(0.1, minimum=0, below=1)
+    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+    symmetric: bool = True
+    ssps: SSPSConfig = field(default_factory=SSPSConfig)
+
+
 @register_method("moco")
-class MoCo(nn.Module):
-    def __init__(self, cfg: Config, model: EmbeddingModel) -> None:
-        super().__init__()
-        self.loss_cfg = cfg.loss
-        self.momentum = cfg.method.momentum
-        self.model = model
-        self.projector = make_projector(model.embed_dim, cfg.method.projector)
+class MoCo(Method):
+    config_class = MoCoConfig
+
+    def __init__(self, cfg: Config, model: EmbeddingModel, num_classes: int = 0) -> None:
+        super().__init__(cfg, model, num_classes)
+        mc: MoCoConfig = cfg.method
+        self.cfg = mc
+        self.momentum = mc.momentum
+        self.projector = make_projector(model.embed_dim, mc.projector)
         self.key_model = copy.deepcopy(model).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        out_dim = cfg.method.projector[-1] if cfg.method.projector else model.embed_dim
+        out_dim = mc.projector[-1] if mc.projector else model.embed_dim
         generator = torch.Generator().manual_seed(cfg.train.seed)
-        queue = F.normalize(
-            torch.randn(2, cfg.method.queue_size, out_dim, generator=generator), dim=-1
-        )
+        queue = F.normalize(torch.randn(2, mc.queue_size, out_dim, generator=generator), dim=-1)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.ssps = None
-        if cfg.method.ssps.enabled:
-            self.ssps = PositiveSampler(cfg.method.ssps, out_dim, out_dim, cfg.train.seed)
+        if mc.ssps.enabled:
+            self.ssps = PositiveSampler(mc.ssps, out_dim, out_dim, cfg.train.seed)
 
     @torch.no_grad()
     def _update_key_encoder(self) -> None:
@@ -86,11 +111,11 @@ class MoCo(nn.Module):
     def forward(
         self,
         feats: torch.Tensor,
-        margin: float,
         labels: torch.Tensor | None = None,
         info: StepInfo | None = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, Metrics]:
         """``feats``: (B, 2, n_mels, T) log-mels of two views -> (loss, metrics)."""
+        info = info or StepInfo()
         batch = feats.shape[0]
         views = feats.transpose(0, 1)
         queries = self.projector(self.model.forward_features(views.flatten(0, 1)))
@@ -100,14 +125,15 @@ class MoCo(nn.Module):
         start = distributed.rank() * batch
         all_keys = [self._keys(views[v]) for v in (0, 1)]
         keys = [k[start : start + batch] for k in all_keys]
-        if self.ssps is not None and info is not None and info.indices is not None:
+        if self.ssps is not None and info.indices is not None:
             own = keys
             if self.ssps.active(info.progress):
                 pos, found = self.ssps.sample(info.indices, keys[0], info.epoch, info.global_step)
                 keys = [torch.where(found[:, None], pos.to(k.dtype), k) for k in keys]
             self.ssps.enqueue(info.indices, own[0], own[1])
         # Query of view v: positive = key of the other view, negatives = that view's queue.
-        pairs = [(0, 1), (1, 0)] if self.loss_cfg.symmetric else [(0, 1)]
+        pairs = [(0, 1), (1, 0)] if self.cfg.symmetric else [(0, 1)]
+        margin = margin_at(info.progress, self.cfg.margin, self.cfg.margin_warmup)
         losses, accuracies = [], []
         with full_precision(queries.device.type):  # float32 cosines, also under bf16
             for qv, kv in pairs:
@@ -116,8 +142,9 @@ class MoCo(nn.Module):
                 negatives = query @ self.queue[kv].clone().T
                 cos = torch.cat([positive, negatives], dim=1)
                 target = torch.zeros(batch, dtype=torch.long, device=cos.device)
-                loss, acc = margin_logits_loss(cos, target, self.loss_cfg.scale, margin, None)
+                loss, acc = margin_logits_loss(cos, target, self.cfg.scale, margin, None)
                 losses.append(loss)
                 accuracies.append(acc)
         self._enqueue(all_keys)
-        return torch.stack(losses).mean(), {"accuracy": torch.stack(accuracies).mean()}
+        accuracy = torch.stack(accuracies).mean()
+        return torch.stack(losses).mean(), {"accuracy": accuracy, "margin": margin}

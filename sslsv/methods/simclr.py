@@ -1,4 +1,6 @@
-"""SimCLR: two views of each utterance, negatives from the whole (global) batch.
+"""SimCLR: two views of each utterance, negatives from the whole (global) batch, and the
+NT-Xent-AM loss (:func:`sslsv.losses.nt_xent_am`): scaled cosines with an additive margin
+subtracted from the positive pair, ramped in over ``margin_warmup`` of training.
 
 With ``method.ssps.enabled`` (:mod:`sslsv.methods.ssps`) an anchor's positive, once sampling
 has started, is the stored second-view projection of another utterance of its cluster; the
@@ -6,56 +8,74 @@ reference embedding that places it is the encoder embedding of its first view.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
-from torch import nn
 
 from sslsv import distributed
-from sslsv.config.schema import Config
-from sslsv.losses import nt_xent_am_with_accuracy
-from sslsv.methods import StepInfo, make_projector, register_method
-from sslsv.methods.ssps import PositiveSampler
+from sslsv.config.schema import Config, MethodConfig, checked
+from sslsv.losses import margin_at, nt_xent_am
+from sslsv.methods.base import Method, Metrics, StepInfo, make_projector, register_method
+from sslsv.methods.ssps import PositiveSampler, SSPSConfig
 from sslsv.models.embedding import EmbeddingModel
 
 
+@dataclass
+class SimCLRConfig(MethodConfig):
+    name: str = "simclr"
+    # Hidden/out sizes of an optional MLP projector; empty means none (the paper's SimCLR).
+    projector: list[int] = checked(factory=list, minimum=1)
+    # NT-Xent-AM: cosines times ``scale`` (1 / temperature), ``margin`` subtracted from the
+    # positive pair's (0: plain NT-Xent), ramped linearly from 0 over the first
+    # ``margin_warmup`` (share) of training. Symmetric: both views are anchors.
+    scale: float = checked(30.0, above=0)
+    margin: float = checked(0.1, minimum=0, below=1)
+    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+    symmetric: bool = True
+    ssps: SSPSConfig = field(default_factory=SSPSConfig)
+
+
 @register_method("simclr")
-class SimCLR(nn.Module):
-    def __init__(self, cfg: Config, model: EmbeddingModel) -> None:
-        super().__init__()
-        self.loss_cfg = cfg.loss
-        self.model = model
-        self.projector = make_projector(model.embed_dim, cfg.method.projector)
+class SimCLR(Method):
+    config_class = SimCLRConfig
+
+    def __init__(self, cfg: Config, model: EmbeddingModel, num_classes: int = 0) -> None:
+        super().__init__(cfg, model, num_classes)
+        self.cfg: SimCLRConfig = cfg.method
+        self.projector = make_projector(model.embed_dim, self.cfg.projector)
         self.ssps = None
-        if cfg.method.ssps.enabled:
-            out_dim = cfg.method.projector[-1] if cfg.method.projector else model.embed_dim
-            self.ssps = PositiveSampler(cfg.method.ssps, model.embed_dim, out_dim, cfg.train.seed)
+        if self.cfg.ssps.enabled:
+            out_dim = self.cfg.projector[-1] if self.cfg.projector else model.embed_dim
+            self.ssps = PositiveSampler(self.cfg.ssps, model.embed_dim, out_dim, cfg.train.seed)
 
     def forward(
         self,
         feats: torch.Tensor,
-        margin: float,
         labels: torch.Tensor | None = None,
         info: StepInfo | None = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, Metrics]:
         """``feats``: (B, 2, n_mels, T) log-mels of two views -> (loss, metrics)."""
+        info = info or StepInfo()
         batch = feats.shape[0]
         # One encoder pass over both views, so batch norm sees them together.
         embeddings = self.model.forward_features(feats.transpose(0, 1).flatten(0, 1))
         z = self.projector(embeddings)
         z1, z2 = z[:batch], z[batch:]
-        if self.ssps is not None and info is not None and info.indices is not None:
+        if self.ssps is not None and info.indices is not None:
             ref = embeddings[:batch].detach()
             if self.ssps.active(info.progress):
                 pos, found = self.ssps.sample(info.indices, ref, info.epoch, info.global_step)
                 z2 = torch.where(found[:, None], pos, z2.float())  # the loss is float32
             self.ssps.enqueue(info.indices, ref, z[batch:].detach())
-        loss, accuracy = nt_xent_am_with_accuracy(
+        margin = margin_at(info.progress, self.cfg.margin, self.cfg.margin_warmup)
+        loss, accuracy = nt_xent_am(
             z1,
             z2,
-            scale=self.loss_cfg.scale,
+            scale=self.cfg.scale,
             margin=margin,
-            symmetric=self.loss_cfg.symmetric,
+            symmetric=self.cfg.symmetric,
             offset=distributed.rank() * batch,
             z1_all=distributed.gather_with_grad(z1),
             z2_all=distributed.gather_with_grad(z2),
         )
-        return loss, {"accuracy": accuracy}
+        return loss, {"accuracy": accuracy, "margin": margin}

@@ -36,16 +36,31 @@ seconds on a GPU, tens of minutes with scikit-learn on a CPU).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslsv import distributed
-from sslsv.config.schema import SSPSConfig
+from sslsv.config.schema import checked
 from sslsv.devices import upload
 
 #: Rows of the memory scored against the centroids at once in k-means (bounds memory).
 KMEANS_CHUNK = 8192
+
+
+@dataclass
+class SSPSConfig:
+    """``method.ssps`` of simclr, moco and dino: positives drawn from the anchor's k-means
+    cluster of a memory of recent utterances. Off by default (the paper's rows)."""
+
+    enabled: bool = False
+    start: float = checked(0.5, minimum=0, maximum=1)  # share of training before sampling
+    queue_size: int = checked(50000, minimum=2)  # utterances remembered
+    clusters: int = checked(2500, minimum=1)  # k-means clusters of the memory
+    kmeans_iters: int = checked(10, minimum=1)
+    draws: int = checked(8, minimum=1)  # tries at a slot of another utterance
 
 
 def spherical_kmeans(
