@@ -29,11 +29,9 @@ Targets: torch k-means not slower than scikit-learn here; AHC of 50,000 centroid
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe as describe_machine  # bench/machine.py, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,24 +102,9 @@ def threads() -> str:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import scipy
-    import sklearn
-    import torch
-
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    pools = threads()  # imports torch first: its thread count is part of the description
     return (
-        f"{datetime.date.today()}, {platform.node() or 'host'}: {model}, "
-        f"os.cpu_count()={os.cpu_count()}, threads: {threads()}; numpy {np.__version__}, "
-        f"torch {torch.__version__}, scikit-learn {sklearn.__version__}, scipy "
-        f"{scipy.__version__}; load average at start {load}"
+        f"{describe_machine(('numpy', 'torch', 'scikit-learn', 'scipy')).line()}; threads: {pools}"
     )
 
 

@@ -15,9 +15,7 @@ least 5x faster than one call per file, for 100 files.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import kaldiio
 import numpy as np
+from machine import describe as describe_machine  # bench/machine.py, beside this script
 
 TARGET_SPEEDUP = 5.0
 
@@ -79,10 +78,7 @@ def main() -> None:
         ("speedup of the --list call", f"{speedup:.1f}x (target >= {TARGET_SPEEDUP:g}x)"),
         ("largest difference between the two embeddings", f"{worst:.1e}"),
     ]
-    print(
-        f"# bench_embed, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, checkpoint {args.checkpoint}"
-    )
+    print(f"# bench_embed, {describe_machine(('numpy',)).line()}, checkpoint {args.checkpoint}")
     print("| | |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

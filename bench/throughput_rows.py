@@ -1,5 +1,6 @@
-"""The rows of ``bench/train_throughput.py``: row names, the test data, one runner per kind
-of row, and the model work (GFLOP) per item that its TFLOP/s column divides by.
+"""The rows of ``bench/train_throughput.py``: row names, one runner per kind of row (on the
+test data of ``bench/throughput_data.py``), and the model work (GFLOP) per item that its
+TFLOP/s column divides by.
 
 A row name is ``KIND[-PRECISION][-cl][-compile][-METHOD]``:
 
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 
@@ -36,13 +36,13 @@ if str(REPO) not in sys.path:
 
 from sslsv.config.load import load_config  # noqa: E402
 from sslsv.config.schema import Config, ExtractConfig  # noqa: E402
-from sslsv.datadir.io import read_wav_scp, write_spk2utt  # noqa: E402
+from sslsv.datadir.io import read_wav_scp  # noqa: E402
 from sslsv.extraction import embed_data_dir  # noqa: E402
 from sslsv.fileio import write_table  # noqa: E402
-from sslsv.methods import StepInfo, build_method, crop_plan, method_class, needs_labels  # noqa: E402
+from sslsv.methods import StepInfo, build_method, method_class  # noqa: E402
 from sslsv.models.embedding import EmbeddingModel  # noqa: E402
-from sslsv.simulation.dsp import colored_noise  # noqa: E402
 from sslsv.train.dataset import crops_to_device  # noqa: E402
+from sslsv.train.loop import LossWindow  # noqa: E402
 from sslsv.train.trainer import Trainer  # noqa: E402
 
 CONF = REPO / "egs" / "voxceleb" / "conf"
@@ -59,13 +59,10 @@ ROW = re.compile(
     r"^(model|pipeline|loader|extract|stage3|whole)(?:-(fp32|bf16))?(-cl)?(-compile)?"
     r"(?:-(moco|ssps|dino|cls))?$"
 )
-SAMPLE_RATE = 16000
 EXTRACT_SECONDS = 4.0
-#: Whole-utterance rows: lengths drawn uniformly from this range (VoxCeleb1's test
-#: utterances are 4 s and longer, most under 20 s), ``WHOLE_UTTS_PER_STEP`` per ``--steps``.
-WHOLE_SECONDS = (4.0, 20.0)
+#: Whole-utterance rows embed this many utterances (of bench/throughput_data.py's
+#: WHOLE_SECONDS) per ``--steps``.
 WHOLE_UTTS_PER_STEP = 8
-WHOLE_FILES = 64  # distinct files the whole-utterance data dir cycles over
 #: The epoch that training rows pass to ``train_step``: past DINO's first epoch, whose
 #: frozen prototypes would make its steps cheaper than the rest of training.
 TIMED_EPOCH = 1
@@ -124,66 +121,6 @@ def parse_rows(text: str) -> list[Row]:
             )
         rows.append(Row(name, kind, precision, bool(compiled), bool(channels_last), method))
     return rows
-
-
-# -- test data --------------------------------------------------------------------------------
-
-
-def speech_like(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Pink noise under a syllable-rate (3-6 Hz) envelope with pauses, peak 0.5."""
-    n = round(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    rate = rng.uniform(3.0, 6.0)
-    envelope = np.abs(np.sin(np.pi * rate * t + rng.uniform(0, np.pi))) ** 2
-    envelope *= np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 2 * np.pi)) > -0.6  # pauses
-    audio = colored_noise(n, 1.0, rng) * envelope
-    return (0.5 * audio / max(np.abs(audio).max(), 1e-6)).astype(np.float32)
-
-
-def _write_data_dir(
-    root: Path, name: str, params: dict, num_files: int, num_utts: int, seconds: tuple
-) -> Path:
-    """``num_files`` WAVs of ``seconds`` (a range); a data dir of ``num_utts`` utterances
-    cycling over them (the files stay few, while an epoch has enough distinct utterances),
-    speakers ``u % 1000`` (labels for the classifier). Kept when ``params`` match the last
-    writing: the parts of one device check share the data."""
-    data_dir = root / "data" / name
-    marker = data_dir / "bench.json"
-    if marker.exists() and json.loads(marker.read_text()) == params:
-        return data_dir
-    rng = np.random.default_rng(params["seed"])
-    wav_dir = root / f"wav-{name}"
-    wav_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i in range(num_files):
-        audio = speech_like(rng.uniform(*seconds), rng)
-        path = wav_dir / f"f{i:05d}.wav"
-        sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
-        files.append((str(path), len(audio) / SAMPLE_RATE))
-    wavs, utt2spk, utt2dur = {}, {}, {}
-    for u in range(num_utts):
-        path, duration = files[u % num_files]
-        utt = f"spk{u % 1000:03d}-utt{u:06d}"
-        wavs[utt], utt2spk[utt], utt2dur[utt] = path, utt.split("-")[0], f"{duration:.4f}"
-    write_table(data_dir / "wav.scp", wavs)
-    write_table(data_dir / "utt2spk", utt2spk)
-    write_table(data_dir / "utt2dur", utt2dur)
-    write_spk2utt(data_dir)
-    marker.write_text(json.dumps(params))
-    return data_dir
-
-
-def write_corpus(root: Path, num_files: int, num_utts: int, seed: int) -> Path:
-    """The training data dir: ``num_files`` WAVs of 2.5-6 s, ``num_utts`` utterances."""
-    params = {"seed": seed, "files": num_files, "utts": num_utts, "seconds": [2.5, 6.0]}
-    return _write_data_dir(root, "train", params, num_files, num_utts, (2.5, 6.0))
-
-
-def write_whole_corpus(root: Path, num_utts: int, seed: int) -> Path:
-    """The whole-utterance data dir: ``num_utts`` utterances of 4-20 s."""
-    files = min(num_utts, WHOLE_FILES)
-    params = {"seed": seed, "files": files, "utts": num_utts, "seconds": list(WHOLE_SECONDS)}
-    return _write_data_dir(root, "whole", params, files, num_utts, WHOLE_SECONDS)
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -265,12 +202,13 @@ def fill_ssps_memory(trainer: Trainer) -> str:
     return f"memory {size:,}, {ssps.cfg.clusters:,} clusters"
 
 
-def read_losses(trainer: Trainer, pending: list, flush: bool = False) -> None:
-    """Read the pending (loss, accuracy) pairs as ``Trainer.fit`` does: every
-    ``train.log_every`` steps, in one transfer."""
-    if pending and (flush or len(pending) >= trainer.cfg.train.log_every):
-        torch.stack([torch.stack(p) for p in pending]).tolist()
-        pending.clear()
+def logged_step(trainer: Trainer, window: LossWindow, step: int, crops, labels, indices) -> None:
+    """One step as ``Trainer.fit`` makes it: the loss and metrics stay on the device, read
+    by the training loop's own reader every ``train.log_every`` steps in one transfer."""
+    loss, metrics = trainer.train_step(crops, TIMED_EPOCH, step, labels, indices)
+    window.append(step, loss, metrics)
+    if window.due:
+        window.read()
 
 
 def time_loader(trainer: Trainer, row: Row, device: str, batches, steps: int, warmup: int):
@@ -314,19 +252,17 @@ def run_training_row(
             labels = None
             if num_classes:
                 labels = torch.randint(num_classes, (batch,), device=dev, generator=g)
-            start, pending = 0.0, []
+            start, window = 0.0, LossWindow(trainer.cfg.train.log_every)
             for step in range(warmup + steps):
                 if step == warmup:
-                    read_losses(trainer, pending, flush=True)
+                    window.read()
                     synchronize(dev)
                     start = time.perf_counter()
                 # Distinct utterances per step, as an epoch has (SSPS keeps them in memory).
                 indices = torch.arange(step * batch, (step + 1) * batch, device=dev)
                 indices %= len(trainer.dataset)
-                loss, metrics = trainer.train_step(waves, TIMED_EPOCH, step, labels, indices)
-                pending.append((loss, metrics["accuracy"]))
-                read_losses(trainer, pending)
-            read_losses(trainer, pending, flush=True)
+                logged_step(trainer, window, step, waves, labels, indices)
+            window.read()
             synchronize(dev)
             seconds = time.perf_counter() - start
             return Result(row, device, steps, seconds, steps * batch, note=note)
@@ -338,13 +274,10 @@ def run_training_row(
         batches = iter(trainer.loader)  # starts the persistent workers
         if row.kind == "loader":
             return time_loader(trainer, row, device, batches, steps, warmup)
-        pending = []
+        window = LossWindow(trainer.cfg.train.log_every)
         for step in range(warmup):
-            crops, labels, indices = next(batches)
-            loss, metrics = trainer.train_step(crops, TIMED_EPOCH, step, labels, indices)
-            pending.append((loss, metrics["accuracy"]))
-            read_losses(trainer, pending)
-        read_losses(trainer, pending, flush=True)
+            logged_step(trainer, window, step, *next(batches))
+        window.read()
         trainer.sampler.set_position(1, 0)
         # Untimed: a persistent loader's new iterator first drains what the workers still
         # prefetch for the abandoned warm-up epoch. The timed epoch starts with an empty queue.
@@ -355,10 +288,8 @@ def run_training_row(
             before = time.perf_counter()
             crops, labels, indices = next(batches)
             waited += time.perf_counter() - before
-            loss, metrics = trainer.train_step(crops, TIMED_EPOCH, step, labels, indices)
-            pending.append((loss, metrics["accuracy"]))
-            read_losses(trainer, pending)
-        read_losses(trainer, pending, flush=True)
+            logged_step(trainer, window, step, crops, labels, indices)
+        window.read()
         synchronize(dev)
         elapsed = time.perf_counter() - start
         del batches
@@ -494,19 +425,21 @@ def train_gflop(config: Path) -> float:
     without its sampling (a lookup, next to no matrix work)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = load_config(config, ["method.ssps.enabled=false"])
+    cfg = load_config(config, [])
+    if hasattr(cfg.method, "ssps"):  # the methods that can sample positives
+        cfg.method.ssps.enabled = False
     batch = 2  # batch norm in the heads needs more than one row
     model = EmbeddingModel(cfg)
     method = build_method(cfg, model, batch)
     rate = cfg.features.sample_rate
-    labels = torch.arange(batch) if needs_labels(method_class(cfg)) else None
+    labels = torch.arange(batch) if method_class(cfg).needs_labels else None
     with FlopCounterMode(display=False) as counter:
         feats = [
             model.fbank(torch.randn(batch * n, round(s * rate))).unflatten(0, (batch, n))
-            for n, s in crop_plan(method_class(cfg), cfg)
+            for n, s in method_class(cfg).crop_plan(cfg)
         ]
         inputs = feats[0] if len(feats) == 1 else feats
-        loss, _ = method(inputs, 0.1, labels, StepInfo(progress=0.5, epoch=TIMED_EPOCH))
+        loss, _ = method(inputs, labels, StepInfo(progress=0.5, epoch=TIMED_EPOCH))
         loss.backward()
     return counter.get_total_flops() / batch / 1e9
 

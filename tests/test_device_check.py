@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "device_check.sh"
 sys.path.insert(0, str(REPO / "bench"))
 
-import train_throughput as tt  # noqa: E402
+import throughput_report  # noqa: E402
+import train_throughput  # noqa: E402
 from throughput_rows import Result, Row, parse_rows  # noqa: E402
 
 #: What the script may take: one device command runs at most 600 s, and the start of the
@@ -76,34 +77,40 @@ def test_rows_that_do_not_exist_are_refused(bad):
         parse_rows(bad)
 
 
+def test_the_command_line_plans_the_rows_asked_for():
+    args = train_throughput.parse_args(["--device", "cpu", "--rows", "model-bf16,loader"])
+    assert [row.name for row in args.row_list] == ["model-bf16", "loader"]
+    assert args.devices == ["cpu"] and args.steps_for["cpu"] == 2
+
+
 def rec(name: str, rate: float, device: str = "cuda", batch: int = 256) -> dict:
     row = parse_rows(name)[0]
     result = Result(row, device, 10, 1.0, round(rate), data_wait=0.1)
     args = type("Args", (), {"batch_size": batch, "num_workers": 8})()
-    return tt.record(result, args, None)
+    return throughput_report.record(result, args, None)
 
 
 def test_targets_are_judged_against_the_h100_numbers():
     model = rec("model-bf16", 7000)
-    models = tt.model_rates([model])
-    assert tt.judge(model, models)[1] == "pass"
-    assert tt.judge(rec("model-bf16", 6800), models)[1] == "FAIL"
+    models = throughput_report.model_rates([model])
+    assert throughput_report.judge(model, models)[1] == "pass"
+    assert throughput_report.judge(rec("model-bf16", 6800), models)[1] == "FAIL"
     # Pipeline: 4,600 utt/s and within 20% of its model row; both must hold.
-    assert tt.judge(rec("pipeline-bf16", 5700), models)[1] == "pass"
-    assert tt.judge(rec("pipeline-bf16", 5500), models)[1] == "FAIL"  # 79% of 7,000
-    assert tt.judge(rec("pipeline-bf16", 5700), {})[1].startswith("?")
-    assert tt.judge(rec("stage3-fp32", 34000), {})[1] == "pass"
-    assert tt.judge(rec("extract-bf16", 30000), {})[1] == "FAIL"
+    assert throughput_report.judge(rec("pipeline-bf16", 5700), models)[1] == "pass"
+    assert throughput_report.judge(rec("pipeline-bf16", 5500), models)[1] == "FAIL"  # 79% of 7,000
+    assert throughput_report.judge(rec("pipeline-bf16", 5700), {})[1].startswith("?")
+    assert throughput_report.judge(rec("stage3-fp32", 34000), {})[1] == "pass"
+    assert throughput_report.judge(rec("extract-bf16", 30000), {})[1] == "FAIL"
     # Targets are for one H100 at batch 256, and for SimCLR only.
-    assert tt.judge(rec("model-bf16", 7000, device="cpu"), {})[1] == "n/a (CPU)"
-    assert tt.judge(rec("model-bf16", 7000, batch=8), {})[1] == "n/a (batch 8)"
-    assert tt.judge(rec("model-bf16-dino", 7000), {}) == ("-", "-")
+    assert throughput_report.judge(rec("model-bf16", 7000, device="cpu"), {})[1] == "n/a (CPU)"
+    assert throughput_report.judge(rec("model-bf16", 7000, batch=8), {})[1] == "n/a (batch 8)"
+    assert throughput_report.judge(rec("model-bf16-dino", 7000), {}) == ("-", "-")
 
 
 def test_loader_rows_give_the_rate_per_core_and_the_cores_needed():
     args = type("Args", (), {"batch_size": 256, "num_workers": 2})()
     result = Result(Row("loader", "loader"), "cpu", 10, 2.0, 2560, workers=2)
-    loader = tt.record(result, args, None)
+    loader = throughput_report.record(result, args, None)
     assert loader["per_core"] == pytest.approx(640)
     assert loader["cores_for_pipeline_target"] == math.ceil(4600 / 640) == 8
 
@@ -111,11 +118,11 @@ def test_loader_rows_give_the_rate_per_core_and_the_cores_needed():
 def test_rows_written_as_they_end_survive_a_later_kill(tmp_path):
     md, jsonl = tmp_path / "rows.md", tmp_path / "rows.jsonl"
     args = type("Args", (), {"batch_size": 256, "num_workers": 8})()
-    live = tt.LiveRows(md, jsonl)
+    live = throughput_report.LiveRows(md, jsonl)
     live.begin(args, ["a note"], ["- CPU: test"])
     live.add(rec("model-bf16", 7000))
     # A second part of the same check appends to the same table, without a second head.
-    live = tt.LiveRows(md, jsonl)
+    live = throughput_report.LiveRows(md, jsonl)
     live.begin(args, [], ["- CPU: test"])
     live.add(rec("pipeline-bf16", 5000))
     live.add({"name": "model-bf16-dino", "kind": "model", "method": "dino", "device": "cuda",
@@ -127,10 +134,10 @@ def test_rows_written_as_they_end_survive_a_later_kill(tmp_path):
     assert [line.split(" | ")[0] for line in lines if line.startswith("| ")][1:] == [
         "| model-bf16", "| pipeline-bf16", "| model-bf16-dino",
     ]  # fmt: skip
-    records, notes, machine = tt.read_records(jsonl)
+    records, notes, machine = throughput_report.read_records(jsonl)
     assert [r["name"] for r in records] == ["model-bf16", "pipeline-bf16", "model-bf16-dino"]
     assert notes == ["a note"] and machine == ["- CPU: test"]
-    report = tt.format_report(records, notes, machine)
+    report = throughput_report.format_report(records, notes, machine)
     assert "| pipeline-bf16 | SimCLR | cuda |" in report and "71%" in report  # of 7,000
     assert "error: OutOfMemoryError" in report and "Note: a note" in report
     json.loads(jsonl.read_text().splitlines()[1])  # the rows themselves are whole lines

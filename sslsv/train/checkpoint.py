@@ -1,5 +1,6 @@
 """Checkpoints: training states and model files (``init.pt``, ``final.pt``), written
-atomically, loaded safely (tensors only), averaged into the final model."""
+atomically, loaded safely (tensors only); the final model: the average of the last epochs,
+or the epoch that validation chose."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from sslsv.config.load import config_from_dict
+from sslsv.config.load import config_from_dict, config_to_dict
 from sslsv.config.schema import Config
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_write
@@ -197,6 +198,36 @@ def average_epoch_models(
 def model_payload(cfg_dict: dict, state: dict[str, torch.Tensor]) -> dict:
     """What a model file holds: its config (every default spelled out) and weights."""
     return {"format": FINAL_FORMAT, "config": cfg_dict, "model": state}
+
+
+def write_final_model(
+    cfg: Config,
+    exp_dir: Path,
+    ckpt_dir: Path,
+    steps_per_epoch: int,
+    best: tuple[float, int] | None,
+) -> Path:
+    """Write ``exp_dir/final.pt`` at the end of training: a copy of ``best.pt`` under
+    ``train.validation.select_best`` when validation chose one (``best``: its EER and
+    epoch), else the average of the ``train.average_last`` newest epoch checkpoints up to
+    ``train.epochs``. Returns its path."""
+    tc = cfg.train
+    final = exp_dir / "final.pt"
+    if tc.validation.select_best and best is not None:
+        log.info(
+            "final model: epoch %d, the lowest validation EER (%.2f%%); chosen with the labels "
+            "of the validation speakers",
+            best[1],
+            best[0],
+        )
+        # best.pt holds the model payload already: final.pt is a copy of it.
+        save_atomic(load_safe(exp_dir / "best.pt"), final)
+    else:
+        averaged = average_epoch_models(
+            ckpt_dir, steps_per_epoch, tc.average_last, upto_epoch=tc.epochs
+        )
+        save_atomic(model_payload(config_to_dict(cfg), averaged), final)
+    return final
 
 
 def model_fingerprint(state: dict[str, torch.Tensor]) -> str:

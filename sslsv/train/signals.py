@@ -16,12 +16,18 @@ process may get the same signal twice: from Slurm and forwarded by torchrun).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
+
+from sslsv.fileio import atomic_write
+
+log = logging.getLogger(__name__)
 
 #: The exit status of a run stopped by a signal after saving its checkpoint: sysexits.h's
 #: EX_TEMPFAIL ("temporary failure, try again"). Job scripts requeue on it.
@@ -100,3 +106,103 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+# -- agreement between ranks ------------------------------------------------------------------
+
+
+class StopAgreement:
+    """When the ranks of a run look at their stop flags, and how they agree to stop.
+
+    One process looks at its flag (a Python attribute) after every step. Several must stop
+    at the same step, whichever of them got the signal: they agree by an all-reduce, a
+    collective that every rank must call at the same point, and so only where the host
+    waits for the device anyway (when the losses are read, every ``log_every`` steps). A
+    rank that got the signal in between says so once, for the log.
+    """
+
+    def __init__(
+        self,
+        request: StopRequest | None,
+        world: int,
+        device: object,
+        rank: int = 0,
+        log_every: int = 1,
+    ) -> None:
+        """``device``: where the all-reduce runs (a ``torch.device``: the process group's)."""
+        self.request = request
+        self.world = world
+        self.device = device
+        self.rank = rank
+        self.log_every = log_every
+        self._announced = False
+
+    def after_step(self, epoch: int, step: int, mid_epoch: bool, reading: bool) -> str | None:
+        """After step ``step`` (0-based) of ``epoch``: the signal that stops training there,
+        or None. ``reading``: the losses are read after this step (so the host waits);
+        ``mid_epoch``: steps of the epoch are left (at its end, :meth:`agreed` is called
+        after the epoch's checkpoint and validation instead)."""
+        if mid_epoch and (self.world == 1 or reading):
+            return self.agreed()
+        local = self.request.signum if self.request else None
+        if local is not None and not self._announced:
+            self._announced = True
+            log.info(
+                "rank %d: %s received after step %d of epoch %d; all ranks stop within "
+                "%d steps (train.log_every)",
+                self.rank, signal_name(local), step + 1, epoch + 1, self.log_every,
+            )  # fmt: skip
+        return None
+
+    def agreed(self) -> str | None:
+        """The name of the signal that stops training, or None; with several processes a
+        collective (call it at the same point on every rank)."""
+        local = self.request.signum if self.request else None
+        if self.world == 1:
+            return signal_name(local)
+        # torch only here: the training command imports this module before its cheap checks.
+        import torch
+
+        from sslsv import distributed
+
+        flags = torch.tensor([float(local == s) for s in STOP_SIGNALS])
+        flags = distributed.all_reduce_mean(flags.to(self.device)).tolist()
+        return next((s.name for s, f in zip(STOP_SIGNALS, flags) if f > 0), None)
+
+
+def stop_message(
+    signal_name: str,
+    received_at: int | None,
+    epoch: int,
+    step: int,
+    steps_per_epoch: int,
+    epochs: int,
+    checkpoint: Path | None,
+) -> str:
+    """The line that says where training stopped: ``epoch`` and ``step`` are the position
+    the stop checkpoint resumes at (the next step to run, 0-based); ``received_at`` is this
+    process's :attr:`StopRequest.received_at` (None: another process got the signal)."""
+    when = (
+        f"received after global step {received_at}"
+        if received_at is not None
+        else "received by another process"
+    )
+    # At an epoch's start the stop came after the last step of the epoch before.
+    done = step or steps_per_epoch
+    shown_epoch = epoch if step else epoch - 1
+    return (
+        f"stopped on {signal_name} ({when}) after step {done}/{steps_per_epoch} of "
+        f"epoch {shown_epoch + 1}/{epochs} (global step {epoch * steps_per_epoch + step}); "
+        f"checkpoint {checkpoint}; exit status {EXIT_STOPPED}: rerun to resume"
+    )
+
+
+def record_stop(message: str, exp_dir: str | os.PathLike, log_file: TextIO | None) -> None:
+    """Rank 0, after the stop checkpoint: log ``message``, add it to ``log_file``
+    (train.log) and leave it in the stop marker, which job scripts test for."""
+    log.warning("%s", message)
+    if log_file:
+        log_file.write(message + "\n")
+        log_file.flush()
+    with atomic_write(stop_marker(exp_dir)) as f:
+        f.write(message + "\n")

@@ -254,8 +254,9 @@ def trainer_device_tensors(trainer) -> list[torch.Tensor]:
     """What a :class:`sslsv.train.trainer.Trainer` keeps on its device: the method's weights
     and buffers, and the augmenter's per-device state (its dicts keyed by a device)."""
     tensors = list(trainer.method.parameters()) + list(trainer.method.buffers())
-    if trainer.augmenter is not None:
-        for value in vars(trainer.augmenter).values():
+    augmenter = trainer.step_fn.augmenter
+    if augmenter is not None:
+        for value in vars(augmenter).values():
             if isinstance(value, dict):
                 for key, state in value.items():
                     first = key[0] if isinstance(key, tuple) else key
