@@ -44,7 +44,7 @@ def start_from_model(model: EmbeddingModel, cfg: Config, path: Path) -> bool:
 
 def class_means(dataset: CropDataset, embeddings: Path) -> torch.Tensor:
     """(classes, D) mean of the L2-normalised embeddings of each class's utterances."""
-    from sslsv.backend.embeddings import load_embeddings
+    from sslsv.arkio import load_embeddings
 
     _, x = load_embeddings(embeddings, dataset.utts)
     x = torch.nn.functional.normalize(torch.from_numpy(x).double(), dim=1)
