@@ -1,4 +1,9 @@
-"""Encoder registry: ``name -> class``. A new encoder is one file plus one decorator."""
+"""Encoder registry: ``name -> class``.
+
+A new encoder is one file with a ``@register_encoder("name")`` class, plus its module on the
+import line at the end of this file; an encoder outside the package is a module named in
+``SSLSV_PLUGINS`` instead (:mod:`sslsv.methods`, imported by every config load, imports it),
+with no file of the package touched."""
 
 from __future__ import annotations
 
