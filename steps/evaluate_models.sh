@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Stages 5-7 of every recipe, over a list of models: one step per stage.
+# The evaluation of every recipe, over a list of models (RESULTS rows): one step each.
 #
-#   embed   embeddings of the back end's training set, the test set and the dev set;
+#   embed   embeddings of the test set, the dev set and, for a model whose scoring uses it
+#           (a mean to subtract, PLDA, a score-normalisation cohort), the back end's training
+#           set;
 #   score   scores of every trial list of the test set, and of the dev set's trials, which
 #           then calibrate the model (steps/calibrate.sh: an LLR map and its thresholds);
 #   report  metrics of every score file, RESULTS (calibrated actDCF and Cllr included) and
@@ -27,7 +29,7 @@ package=true    # report: package every final.pt as model.pt beside it
 help_message="Usage: $0 [options] <embed|score|report> <models> <exp-dir> <test-data-dir>
  e.g.: $0 --train data/train --dev data/dev score \"\$models\" exp/x data/test
 <models>: lines 'LABEL MODEL-FILE CONFIG' (a row of RESULTS each).
-Writes, per model <dir>/<name>.pt: <dir>/embeddings_<name>/{train,test,dev}/,
+Writes, per model <dir>/<name>.pt: <dir>/embeddings_<name>/{test,dev(,train)}/,
 <dir>/scores_<name>/*.scores, <dir>/calibration_<name>/calibration.json; then
 <exp-dir>/RESULTS, <exp-dir>/THRESHOLDS and <dir>/model.pt + <dir>/model.card.md."
 
@@ -48,14 +50,26 @@ emb_dir() { echo "$(dirname "$1")/embeddings_$(basename "$1" .pt)"; }
 scores_dir() { echo "$(dirname "$1")/scores_$(basename "$1" .pt)"; }
 calibration_dir() { echo "$(dirname "$1")/calibration_$(basename "$1" .pt)"; }
 name_of() { basename "$1"; }
-
-sets=("$train" "$test")
-[ -n "$dev" ] && sets+=("$dev")
+# check_scoring CONFIG: sets uses_train to whether the config's scoring reads the training
+# set's embeddings (sslsv.bin.score: a mean to subtract, PLDA, score normalisation's cohort);
+# when it does not, they are neither made nor given to it.
+declare -A scoring_of=()
+check_scoring() {
+  if [ -z "${scoring_of[$1]+set}" ]; then
+    scoring_of[$1]=$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$1" \
+      --get scoring.backend scoring.subtract_mean scoring.norm < /dev/null | paste -sd' ')
+  fi
+  uses_train=true
+  [ "${scoring_of[$1]}" != "cosine False none" ] || uses_train=false
+}
 
 case $what in
   embed)
     while read -r label model conf; do
       [ -n "$label" ] || continue
+      check_scoring "$conf"
+      sets=("$test" ${dev:+"$dev"})
+      [ "$uses_train" = false ] || sets=("$train" "${sets[@]}")
       for set in "${sets[@]}"; do
         log "embeddings of $set with $model ($label)"
         "$steps/extract_embeddings.sh" --nj "$nj" --cmd "$cmd" --device "$device" \
@@ -67,8 +81,11 @@ case $what in
     while read -r label model conf; do
       [ -n "$label" ] || continue
       emb=$(emb_dir "$model")
-      scoring=(--config "$conf" --train-embeddings "$emb/$(name_of "$train")"
-               --train-data "$train")
+      check_scoring "$conf"
+      scoring=(--config "$conf")
+      if [ "$uses_train" = true ]; then
+        scoring+=(--train-embeddings "$emb/$(name_of "$train")" --train-data "$train")
+      fi
       for set in "$test" ${dev:+"$dev"}; do
         log "scores of $set with $model ($label)"
         "$steps/score_trials.sh" "${scoring[@]}" "$emb/$(name_of "$set")" "$set" \

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Stage 3: one embedding per utterance of a data dir with a trained (or any) model, as Kaldi
-# ark/scp, in --nj jobs.
+# Extraction: one embedding per utterance of a data dir with a trained (or any) model, as
+# Kaldi ark/scp, in --nj jobs.
 #
 # The protocol (whole utterances, or the mean of evenly spaced crops) is the extract: section
 # of --config, by default the checkpoint's own config. Features come from <data-dir>/feats.scp
-# when stage 1 made them with the model's front end, otherwise from the audio.
+# when steps/make_fbank.sh made them with the model's front end, otherwise from the audio.
 set -euo pipefail
 
 # Begin configuration section.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Stage 2 of the "stats" baseline (no labels, no training): per-utterance MFCC mean + std,
-# standardised per dimension with the statistics of the training set.
+# The "stats" baseline's fit, in place of training (no labels, no training): per-utterance
+# MFCC mean + std, standardised per dimension with the statistics of the training set.
 #
-# Writes a model like training's (final.pt, and init.pt: the unstandardised one) that the
-# later stages (embeddings, scores, RESULTS) take as they take a trained one. A rerun with
+# Writes a model like training's (final.pt, and init.pt: the unstandardised one) that
+# extraction, scoring and RESULTS take as they take a trained one. A rerun with
 # the same config and data is a no-op; a changed one is refitted (the log says what changed).
 set -euo pipefail
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Stage 1: log-mel filterbanks of a data dir, as Kaldi ark/scp, in --nj jobs.
+# Features: log-mel filterbanks of a data dir, as Kaldi ark/scp, in --nj jobs.
 #
 # The front end is the features: section of the experiment config, so the features are the
-# model's own; stage 3 reads them when they match its model, and computes log-mels from the
-# audio otherwise. Training never reads them (it computes features of augmented crops on the
-# device), so recipes make them only for the sets that stage 3 embeds.
+# model's own; extraction reads them when they match its model, and computes log-mels from
+# the audio otherwise. Training never reads them (it computes features of augmented crops on
+# the device), so recipes make them only for the sets that are embedded.
 set -euo pipefail
 
 # Begin configuration section.

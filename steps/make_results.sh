@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The last stage: metrics of every score file (EER, minDCF, actDCF, Cllr; DET and score-
+# Results: metrics of every score file (EER, minDCF, actDCF, Cllr; DET and score-
 # histogram plots) and a RESULTS file with one line per model and trial list: the models of
 # one experiment (--models) and/or of several (--rows), with the second stage's clustering
 # statistics per round (--clustering). A row whose model has a calibration

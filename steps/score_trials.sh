@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Stage 4: score every trial list of a test data dir (trials, trials_<name>) with a back end.
+# Scoring: every trial list of a test data dir (trials, trials_<name>) with a back end.
 #
 # The back end is the scoring: section of the experiment config: cosine (optionally minus the
 # training set's mean embedding) or LDA + PLDA, optionally score-normalised against the
 # training set as cohort. The training set is --train-embeddings (an embedding dir of
-# stage 3) with the speaker labels of --train-data, which only PLDA and speaker cohorts use.
+# steps/extract_embeddings.sh) with the speaker labels of --train-data, which only PLDA and
+# speaker cohorts use.
 set -euo pipefail
 
 # Begin configuration section.

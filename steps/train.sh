@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Training a speaker-embedding extractor: self-supervised (stage 2), or a classifier on the
-# speakers of the data dir's utt2spk (the second stage's pseudo-speakers, or true speakers).
+# Training a speaker-embedding extractor: self-supervised (the first stage), or a classifier
+# on the speakers of the data dir's utt2spk (the second stage's pseudo-speakers, or true
+# speakers).
 #
 # One process, or torchrun over --ngpu processes per node and --nnodes nodes; the config's
 # train.batch_size is the global batch whatever the number of processes. A rerun resumes

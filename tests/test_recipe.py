@@ -1,5 +1,7 @@
-"""End to end: egs/mini/run.sh stages 0-7 on a tiny corpus (SSL, stats baseline, two
-second-stage rounds, supervised ceiling), reruns, and bad input."""
+"""End to end: egs/mini/run.sh on a tiny corpus, --stop-stage 5 (the paper's pipeline: SSL
+and the stats baseline, RESULTS of the init, stats and ssl rows), then --stage 6 on from there
+(two second-stage rounds, the supervised ceiling, RESULTS of every row); reruns, and bad
+input."""
 
 import json
 import os
@@ -53,7 +55,7 @@ def make_recipe(work: Path) -> Path:
     """A recipe directory of links to egs/mini, like a user's copy for a new experiment."""
     mini = REPO / "egs" / "mini"
     work.mkdir(exist_ok=True)
-    for name in ("run.sh", "path.sh", "cmd.sh", "utils", "steps", "local"):
+    for name in ("run.sh", "sv.sh", "path.sh", "cmd.sh", "utils", "steps", "local"):
         os.symlink(mini / name, work / name)
     (work / "conf").mkdir()
     for conf in (mini / "conf").glob("*.yaml"):
@@ -91,9 +93,16 @@ def brute_force_eer(scores: list[float], labels: list[bool]) -> float:
 
 @pytest.fixture(scope="module")
 def finished(recipe):
-    result = run(recipe)
-    (recipe / "run.log").write_text(result.stderr)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    """Stages 0-5, their RESULTS and the SSL model's card kept beside the recipe (*.stage5),
+    then stages 6-9."""
+    first = run(recipe, "--stop-stage", "5")
+    (recipe / "run.log").write_text(first.stderr)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    shutil.copy(recipe / "exp" / "tiny" / "RESULTS", recipe / "RESULTS.stage5")
+    shutil.copy(recipe / "exp" / "tiny" / "model.card.md", recipe / "model.card.md.stage5")
+    rest = run(recipe, "--stage", "6")
+    (recipe / "run.log").write_text(first.stderr + rest.stderr)
+    assert rest.returncode == 0, rest.stdout[-3000:] + rest.stderr[-3000:]
     return recipe
 
 
@@ -106,6 +115,35 @@ ROWS = {
     "pl2": ("tiny_pl2", "final"),
     "supervised": ("tiny_supervised", "final"),
 }
+
+
+def result_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_stop_stage_5_is_the_first_stage_pipeline(finished):
+    """--stop-stage 5 ends in RESULTS with the init, stats and ssl rows (calibrated), and a
+    packaged SSL model, having made nothing that only the second stage needs (embeddings of
+    the training set: plain cosine scoring does not read them); stage 9 rewrites RESULTS
+    with every row, the first three identical."""
+    first = (finished / "RESULTS.stage5").read_text()
+    assert "# this run: stages 0-5 in" in first and "# clustering" not in first
+    rows = result_lines(first)
+    assert [line.split()[:2] for line in rows] == [
+        [row, "test_trials"] for row in ("init", "stats", "ssl")
+    ]
+    assert all("Cllr calibrated:" in line for line in rows)
+    assert (finished / "model.card.md.stage5").read_text().startswith("# ssl")
+    log = (finished / "run.log").read_text()
+    stage5_log = log[: log.index("stage 6:")]
+    assert "embeddings of data/train" not in stage5_log
+    assert "stage 5: " in stage5_log and "RESULTS" in stage5_log
+    assert not (finished / "exp" / "tiny" / "embeddings_init" / "train").exists()
+    assert not (finished / "exp" / "stats" / "embeddings_final" / "train").exists()
+    final = (finished / "exp" / "tiny" / "RESULTS").read_text()
+    assert "# this run: stages 6-9 in" in final
+    assert result_lines(final)[:3] == rows
+    assert [line.split()[0] for line in result_lines(final)] == list(ROWS)
 
 
 def test_end_to_end_results_match_scores(finished):
@@ -143,9 +181,9 @@ def test_end_to_end_results_match_scores(finished):
 
 
 def test_calibration_thresholds_and_packaged_model(finished, monkeypatch):
-    """Stage 6 calibrates each model on the dev trials (never the test trials), stage 7
-    reports calibrated actDCF/Cllr and THRESHOLDS, and packages final.pt as model.pt, which
-    the verify command and the API use; its embeddings are stage 5's."""
+    """Stage 4 calibrates each model on the dev trials (never the test trials), stages 5 and
+    9 report calibrated actDCF/Cllr and THRESHOLDS, and package final.pt as model.pt, which
+    the verify command and the API use; its embeddings are stage 3's."""
     exp = finished / "exp" / "tiny"
     cal = json.loads((exp / "calibration_final" / "calibration.json").read_text())
     assert cal["trials"] == "data/dev/trials" and cal["n_target"] > 0
@@ -185,14 +223,14 @@ def test_calibration_thresholds_and_packaged_model(finished, monkeypatch):
 
 
 def test_single_stage_rerun_reuses_outputs(finished):
-    """Stages 3-4 again: the seeds' embeddings of the training set (stage 3's, which stage 5
-    reuses) and the trained rounds are not redone. (Stage 5 alone reruns the same
-    extraction reuse for every model; tests/test_reuse.py covers it.)"""
+    """Stages 6-7 again: the seeds' embeddings of the training set and the trained rounds
+    are not redone. (The embedding stages rerun the same extraction reuse for every model;
+    tests/test_reuse.py covers it.)"""
     emb = finished / "exp" / "tiny_pl1" / "embeddings_final" / "train" / "embeddings.scp"
     before = emb.stat().st_mtime_ns
     final = finished / "exp" / "tiny_pl2" / "final.pt"
     final_before = final.stat().st_mtime_ns
-    result = run(finished, "--stage", "3", "--stop-stage", "4")
+    result = run(finished, "--stage", "6", "--stop-stage", "7")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "up to date" in result.stderr and "nothing to do" in result.stderr
     assert emb.stat().st_mtime_ns == before and final.stat().st_mtime_ns == final_before
@@ -201,8 +239,8 @@ def test_single_stage_rerun_reuses_outputs(finished):
 def test_unknown_option_and_bad_stage(recipe):
     result = run(recipe, "--no-such-option", "1")
     assert result.returncode != 0 and "--no-such-option" in result.stderr
-    result = run(recipe, "--stage", "8")
-    assert result.returncode != 0 and "stages are 0 to 7" in result.stderr
+    result = run(recipe, "--stage", "10")
+    assert result.returncode != 0 and "stages are 0 to 9" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -220,7 +258,7 @@ def test_bad_config_fails_before_any_stage(tmp_path, section, named):
     recipe = make_recipe(tmp_path / "recipe")
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"experiment: bad\n{section}\n")
-    result = run(recipe, "--config", str(bad), "--stage", "0", "--stop-stage", "7")
+    result = run(recipe, "--config", str(bad), "--stage", "0", "--stop-stage", "9")
     assert result.returncode == 1 and named in result.stderr
     assert not (recipe / "corpus").exists() and not (recipe / "data").exists()
 
@@ -261,26 +299,15 @@ def test_trial_without_embedding_is_named(finished, tmp_path):
     assert result.returncode != 0 and "ghost-utt" in result.stderr
 
 
-def test_changed_extract_section_reruns_stage_5_with_crops(finished):
-    """Last in this file: it replaces the finished experiment's embeddings."""
+def test_changed_extract_section_reruns_the_embeddings_with_crops(finished):
+    """Stages 3-5 with another extract: section. Last in this file: it replaces the finished
+    experiment's embeddings and RESULTS."""
     (finished / "conf" / "tiny_crops.yaml").write_text(
         "base: tiny.yaml\nextract: {crop_seconds: 1.0, num_crops: 3, batch_size: 8}\n"
     )
     emb = finished / "exp" / "tiny" / "embeddings_final" / "test" / "embeddings.scp"
     before = emb.stat().st_mtime_ns
-    result = run(
-        finished,
-        "--config",
-        "conf/tiny_crops.yaml",
-        "--rounds",
-        "0",
-        "--supervised",
-        "false",
-        "--stage",
-        "5",
-        "--stop-stage",
-        "7",
-    )
+    result = run(finished, "--config", "conf/tiny_crops.yaml", "--stage", "3", "--stop-stage", "5")
     assert result.returncode == 0, result.stderr[-2000:]
     assert emb.stat().st_mtime_ns != before
     log = (emb.parent / "log" / "extract.1.log").read_text()

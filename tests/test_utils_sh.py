@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -264,25 +265,97 @@ def test_steps_name_a_missing_input(tmp_path: Path) -> None:
     assert result.returncode == 1 and f"no such file {tmp_path}/embeddings.scp" in result.stderr
 
 
-def test_recipes_show_every_stage_as_a_call_and_link_no_other_recipe() -> None:
-    """Each run.sh calls a step (or stage-0 commands) per stage with explicit arguments; no
-    recipe reaches into another recipe's files (utils/ and steps/ are shared, by link)."""
-    for recipe in sorted((REPO / "egs").iterdir()):
-        text = (recipe / "run.sh").read_text()
-        for step in (
-            "make_fbank",
-            "train",
-            "fit_stats",
-            "pseudo_label_round",
-            "evaluate_models",  # stages 5-7: extract_embeddings, score_trials, calibrate, ...
-        ):
-            assert f"steps/{step}.sh" in text, (recipe.name, step)
-        assert (
-            "ssl_stages" not in text and "--get scoring" not in text and "--get extract" not in text
-        )
-        for path in recipe.rglob("*"):
-            if path.is_symlink():
-                target = (path.parent / os.readlink(path)).resolve()
-                assert target in (REPO / "utils", REPO / "steps"), f"{path} -> {target}"
+TEMPLATE = REPO / "egs" / "TEMPLATE" / "sv.sh"
+#: The steps the pipeline's stages call (embeddings, scores, calibration and RESULTS through
+#: evaluate_models.sh).
+PIPELINE_STEPS = ("make_fbank", "train", "fit_stats", "pseudo_label_round", "evaluate_models")
+
+
+def shell_files(folder: Path) -> list[Path]:
+    """The .sh files under ``folder`` that are files of their own (links not followed)."""
+    found = []
+    for root, _, files in os.walk(folder):
+        found += [Path(root) / f for f in files if f.endswith(".sh")]
+    return [f for f in found if not f.is_symlink()]
+
+
+def test_one_pipeline_for_every_recipe() -> None:
+    """egs/TEMPLATE/sv.sh holds the stages, 0 to 9, each a call of a step (or of the recipe's
+    local/data.sh) with explicit arguments; each recipe links it, and its run.sh only calls
+    it with the corpus's data dirs and defaults: no stage, no step call and no config query
+    anywhere else under egs/. No recipe reaches into another recipe's files (utils/, steps/
+    and the template are shared, by link)."""
+    text = TEMPLATE.read_text()
+    for step in PIPELINE_STEPS:
+        assert f"steps/{step}.sh" in text, step
+    assert 'local/data.sh "${data_opts[@]}"' in text and "check_stages 9" in text
+    stages = re.findall(r'^if \[ "\$stage" -le (\d) \] && \[ "\$stop_stage" -ge \1 \]', text, re.M)
+    assert stages == [str(n) for n in range(10)]
+    for script in shell_files(REPO / "egs"):
+        if script == TEMPLATE:
+            continue
+        body = script.read_text()
+        assert "stop_stage" not in body and "check_stages" not in body, script
+        assert not [s for s in PIPELINE_STEPS if f"steps/{s}.sh" in body], script
+        assert "--get scoring" not in body and "--get extract" not in body, script
+    recipes = sorted(p for p in (REPO / "egs").iterdir() if p != TEMPLATE.parent)
+    assert [p.name for p in recipes] == ["librispeech", "mini", "voxceleb"]
+    for recipe in recipes:
+        run_sh = (recipe / "run.sh").read_text()
+        assert re.search(r"^\./sv\.sh .*\"\$@\"\n\Z", run_sh, re.M | re.S), recipe.name
+        assert (recipe / "local" / "data.sh").is_file()
+        assert os.readlink(recipe / "sv.sh") == "../TEMPLATE/sv.sh"
+        for root, dirs, files in os.walk(recipe):
+            for name in dirs + files:
+                path = Path(root) / name
+                if path.is_symlink():
+                    target = (path.parent / os.readlink(path)).resolve()
+                    assert target in (REPO / "utils", REPO / "steps", TEMPLATE), path
         for own in ("path.sh", "cmd.sh"):
             assert (recipe / own).is_file() and not (recipe / own).is_symlink()
+
+
+@pytest.mark.parametrize("recipe", ["librispeech", "mini", "voxceleb"])
+def test_every_recipe_has_every_pipeline_option(recipe: str) -> None:
+    """The options of the pipeline are the same in every recipe (they once drifted), listed
+    by run.sh --help; an option of neither the pipeline nor stage 0 is an error, named,
+    before anything runs."""
+    run_sh = REPO / "egs" / recipe / "run.sh"
+    result = run([run_sh, "--help"])
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  --")}
+    assert {
+        "--stage", "--stop-stage", "--nj", "--extract-nj", "--device", "--ngpu", "--train-opts",
+        "--train-seed", "--train-epochs", "--config", "--stats-config", "--pl-config",
+        "--supervised-config", "--rounds", "--pl-seed", "--supervised", "--train-set",
+        "--test-set", "--dev-set",
+    } <= listed  # fmt: skip
+    result = run([run_sh, "--stage", "10"])
+    assert result.returncode == 1 and "--stage 10: stages are 0 to 9" in result.stderr
+    result = run([run_sh, "--no-such-option", "1", "--stage", "9"])
+    assert result.returncode == 1 and "unknown option --no-such-option" in result.stderr
+    assert "nor stage 0 (local/data.sh --help)" in result.stderr
+    result = run(["local/data.sh", "--help"], cwd=REPO / "egs" / recipe)  # from the recipe
+    assert result.returncode == 0 and "  --config " in result.stdout
+
+
+def test_parse_options_passes_unknown_options_on(tmp_path: Path) -> None:
+    """A script that declares _unknown_options gets the options it does not have, with
+    their values as given, and still parses its own around them."""
+    script = tmp_path / "sv.sh"
+    script.write_text(
+        "set -euo pipefail\n"
+        "nj=4\n"
+        "_unknown_options=()\n"
+        f'. "{UTILS}/parse_options.sh"\n'
+        'printf "nj=%s\\n" "$nj"\n'
+        'printf "other=%s\\n" ${_unknown_options[@]+"${_unknown_options[@]}"}\n'
+        'printf "arg=%s\\n" "$@"\n'
+    )
+    result = run([script, "--corpus", "/a b", "--nj", "2", "--x=y z", "--stage", "3", "pos"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "nj=2" in lines and "arg=pos" in lines
+    assert [ln[6:] for ln in lines if ln.startswith("other=")] == ["--corpus", "/a b", "--x=y z"]
+    result = run([script, "--nj", "2", "--corpus"])
+    assert result.returncode == 1 and "option --corpus needs a value" in result.stderr

@@ -10,7 +10,11 @@
 # and whose names are lower-case identifiers can be options (so PATH, HOME and the like never
 # are), except --stage and --stop-stage, which are always accepted and must be integers.
 # Parsing stops at `--` or at the first argument not starting with `--`; the remaining
-# positional arguments are left in "$@". An unknown option is an error naming it (exit 1).
+# positional arguments are left in "$@". An unknown option is an error naming it (exit 1),
+# except in a script that declares the array `_unknown_options=()` before sourcing this file:
+# there each unknown option is appended to it with its value, as given (`--name value`: two
+# words, `--name=value`: one), for the script whose options they are (egs/TEMPLATE/sv.sh
+# passes them on to the recipe's data preparation, local/data.sh, which checks them).
 # `--help` (or `-h`) prints $help_message when the script sets it, then each variable set
 # before the `. utils/parse_options.sh` line of the script with its current value (exit 0).
 # Values are assigned with printf -v: nothing read from the command line is ever evaluated.
@@ -68,6 +72,11 @@ while [ "$#" -gt 0 ]; do
       exit 1 ;;
     *)
       if [ -z "${!__po_name+set}" ]; then
+        if declare -p _unknown_options > /dev/null 2>&1; then
+          _unknown_options+=("${@:1:__po_shift}")
+          shift "$__po_shift"
+          continue
+        fi
         echo "$0: unknown option $__po_opt (no variable '$__po_name' is set in this script;" \
           "see --help)" >&2
         exit 1

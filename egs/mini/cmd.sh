@@ -1,5 +1,5 @@
-# Where the --nj jobs of stage 1 (features) and stages 3 and 5 (embeddings) run, sourced by run.sh
-# and passed to each step as --cmd (options of run.sh too: ./run.sh --extract-cmd "...").
+# Where the --nj jobs of stage 1 (features) and of stages 3, 6 and 8 (embeddings) run, sourced
+# by sv.sh and passed to each step as --cmd (options of run.sh too: ./run.sh --extract-cmd "...").
 #   local                  --nj processes on this machine
 #   slurm SBATCH-OPTIONS   one Slurm job array per step and data set (sbatch --wait); the
 #                          data, the repository and its .venv must be on a shared file system

@@ -1,4 +1,4 @@
-"""Stage 5: EER, minDCF, actDCF and Cllr of a score file against a trial list.
+"""Metrics: EER, minDCF, actDCF and Cllr of a score file against a trial list.
 
   python -m sslsv.bin.compute_metrics --trials data/test/trials --scores S [--config C]
       [--p-target P ...] [--plot-dir DIR] [--output FILE] [--json]

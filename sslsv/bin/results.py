@@ -1,4 +1,4 @@
-"""Stage 5: the experiment's RESULTS file, one line per (model, trial list).
+"""Results: the experiment's RESULTS file, one line per (model, trial list).
 
   python -m sslsv.bin.results --config conf/x.yaml --output exp/x/RESULTS \
       --row "final test_trials" exp/x/scores_final/test_trials.metrics [--row ...] \

@@ -26,9 +26,10 @@ start=$(date +%s)
 # Seed by seed, so that a run stopped part-way has every row at the same number of seeds.
 for seed in $seeds; do
   for row in $rows; do
-    # The first stage only (no second stage, no supervised ceiling): rows init, stats, ssl.
-    ./run.sh --stage 2 --stop-stage 7 --nj "$nj" --config "conf/$row.yaml" --train-seed "$seed" \
-      --train-epochs "$epochs" --rounds 0 --supervised false
+    # The first stage only (stages 2-5: no second stage, no supervised ceiling): rows init,
+    # stats, ssl.
+    ./run.sh --stage 2 --stop-stage 5 --nj "$nj" --config "conf/$row.yaml" --train-seed "$seed" \
+      --train-epochs "$epochs"
   done
 done
 elapsed=$(( $(date +%s) - start ))

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Stage 0 of the VoxCeleb recipe: corpora on disk -> Kaldi data dirs under --data-root.
+# The corpora of the VoxCeleb recipe on disk -> Kaldi data dirs under --data-root (run by its
+# stage 0, local/data.sh).
 #
 #   local/prepare_data.sh --voxceleb1-root DIR [--voxceleb1-root2 DIR] [--voxceleb2-root DIR]
 #       [--musan-root DIR] [--rirs-root DIR] [--wav-cache DIR] [--data-root data] [--nj 8]
-#       [--trials O,E,H] [--download false|true]
+#       [--trials O,E,H] [--download false|true] [--config conf/simclr_ntxent_am.yaml]
 #
 # Writes (each only when its corpus root is given):
 #   DATA/vox1             VoxCeleb1 (dev + test when both roots are given, e.g. vox1_dev_wav
@@ -12,11 +13,12 @@
 #                         found next to the corpus or passed with --veri-test etc.; with
 #                         --download true, lists found in neither place are fetched from the
 #                         VoxCeleb site over HTTPS, MD5-checked, into DATA/local/voxceleb1_meta)
-#   DATA/vox2_dev         VoxCeleb2 dev, m4a decoded once to 16 kHz WAV under --wav-cache
+#   DATA/vox2_dev         VoxCeleb2 dev, m4a decoded once to WAV under --wav-cache
 #   DATA/musan_{noise,speech,music}   6-second virtual chunks (segments files)
 #   DATA/rirs             RIRS_NOISES simulated rooms
-# Every corpus path may contain spaces. trials_E/H reference VoxCeleb1 dev and test together,
-# so with only the test part give --trials O.
+# The audio is imported (VoxCeleb2 decoded) at --config's features.sample_rate (without a
+# config: the config's default, 16 kHz). Every corpus path may contain spaces. trials_E/H
+# reference VoxCeleb1 dev and test together, so with only the test part give --trials O.
 set -euo pipefail
 
 voxceleb1_root=""
@@ -26,6 +28,7 @@ musan_root=""
 rirs_root=""
 wav_cache=""
 data_root=data
+config=""   # the experiment config: the sample rate of its features section
 nj=8
 trials=O,E,H
 veri_test=""
@@ -52,7 +55,9 @@ case "$download" in
   *) echo "$0: --download must be true or false, got '$download'" >&2; exit 1 ;;
 esac
 
-prepare() { "$SSLSV_PYTHON" -m sslsv.bin.prepare_data "$@" --nj "$nj"; }
+prepare() {
+  "$SSLSV_PYTHON" -m sslsv.bin.prepare_data "$@" --nj "$nj" ${config:+--config "$config"}
+}
 
 if [ -n "$voxceleb1_root" ]; then
   roots=("$voxceleb1_root")

@@ -1,0 +1,1 @@
+../TEMPLATE/sv.sh
