@@ -1,4 +1,4 @@
-"""The one log-mel front end, shared by stage 1, training and extraction."""
+"""The one log-mel front end, shared by feature computation, training and extraction."""
 
 from __future__ import annotations
 

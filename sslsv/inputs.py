@@ -2,7 +2,7 @@
 
 Every path that turns audio a user hands over into embeddings goes through here: the API
 (:mod:`sslsv.api`: ``embed``, ``verify``), the commands built on it (``sslsv.bin.verify``,
-``sslsv.bin.embed``) and, for the minimum length, stage 5 (:mod:`sslsv.extraction`). A bad
+``sslsv.bin.embed``) and, for the minimum length, extraction (:mod:`sslsv.extraction`). A bad
 input is one :class:`sslsv.errors.DataError` line naming it (a protocol option: a
 :class:`sslsv.errors.ConfigError`), never a result that is silently wrong:
 
@@ -17,8 +17,8 @@ input is one :class:`sslsv.errors.DataError` line naming it (a protocol option: 
   soundfile's (samples, channels), whose first row is one sample of every channel);
 - a sample rate is a whole number of Hz in [:data:`MIN_RATE`, :data:`MAX_RATE`];
 - samples are finite; an input shorter than one front-end window (:func:`min_samples`) is
-  refused; a digitally silent one (:func:`sslsv.audio.is_silent`, the rule of stages 1 and
-  3) is refused, or with ``on_silence`` "warn" logged and embedded;
+  refused; a digitally silent one (:func:`sslsv.audio.is_silent`, the rule of feature
+  computation and extraction) is refused, or with ``on_silence`` "warn" logged and embedded;
 - protocol options (``crop_seconds``, ``num_crops``, ``batch_size``) are checked against
   the ranges that :class:`sslsv.config.schema.ExtractConfig` declares for the config.
 """
@@ -91,7 +91,7 @@ def min_samples(front_end: FeaturesConfig) -> int:
 
 
 def min_frames(front_end: FeaturesConfig) -> int:
-    """:func:`min_samples` as log-mel frames (stage 1's ``feats.scp``): the frames that
+    """:func:`min_samples` as log-mel frames (the feature arks' ``feats.scp``): the frames that
     many samples make (centred frames: ``samples // hop_length + 1``)."""
     return min_samples(front_end) // front_end.hop_length + 1
 
@@ -257,8 +257,8 @@ def check_usable(
     wave: np.ndarray, front_end: FeaturesConfig, name: str, on_silence: str = "error"
 ) -> None:
     """Refuse a waveform (at the model's rate) shorter than one front-end window, and a
-    digitally silent one (stages 1 and 3's rule: RMS below :data:`sslsv.audio.SILENCE_DBFS`)
-    unless ``on_silence`` is "warn": its embedding says nothing of a speaker, and any two
+    digitally silent one (feature computation's and extraction's rule: RMS below
+    :data:`sslsv.audio.SILENCE_DBFS`) unless ``on_silence`` is "warn": its embedding says nothing of a speaker, and any two
     silent inputs score near 1, "the same speaker"."""
     if on_silence not in ON_SILENCE:
         raise DataError(f"on_silence {on_silence!r}: one of {', '.join(ON_SILENCE)}")

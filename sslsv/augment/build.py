@@ -34,7 +34,7 @@ def build_augmenter(
     """The configured augmenter, or None when ``augment.enabled`` is false.
 
     A noise category or RIR set whose data dir does not exist (say, music when neither MUSAN
-    nor music files were given to stage 0) is left out with a warning naming it. With
+    nor music files were given to data preparation) is left out with a warning naming it. With
     ``device`` and ``num_samples`` (the crop length) the sets are laid out on the device now
     (:meth:`Augmenter.prepare`).
     """

@@ -1,6 +1,6 @@
 """Augmentation sets (noise, babble, music, RIRs) held in memory, read from Kaldi data dirs.
 
-A set is any data dir with ``wav.scp`` (MUSAN and RIRS_NOISES imported by stage 0, or the
+A set is any data dir with ``wav.scp`` (MUSAN and RIRS_NOISES imported by data preparation, or the
 simulated sets of ``python -m sslsv.bin.make_aug_sets``); with a ``segments`` file its clips
 are the segments. Clips are read through :mod:`sslsv.audio` at the training sample rate.
 """

@@ -3,8 +3,8 @@
   python -m sslsv.bin.config --config conf/x.yaml [--get experiment train.epochs]
 
 Reads the config (and its base: files) and checks all of it, as every stage does when it
-loads it: a recipe calls this first, so a bad key fails before stage 0. Prints one value per
---get key, one per line; with no --get, the whole resolved config as YAML.
+loads it: a recipe calls this first, so a bad key fails before any data is prepared. Prints
+one value per --get key, one per line; with no --get, the whole resolved config as YAML.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 No labels, no training: embeds every utterance of DATA with the unfitted encoder
 (encoder.name must be stats, see sslsv.models.stats) and the config's extract: protocol, on
-the CPU, from DATA/feats.scp when stage 1 made it with the config's front end
+the CPU, from DATA/feats.scp when feature computation made it with the config's front end
 (DATA/fbank.yaml), as sslsv.bin.extract does, else from the audio (DATA/wav.scp, and
 DATA/segments when present); then sets the encoder's shift and scale to the per-dimension
 mean and standard deviation (population, floored) of those embeddings.
@@ -75,7 +75,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def fit_inputs(cfg: Config, data_dir: Path, use_feats: bool) -> dict:
     """What final.pt is made from (see :mod:`sslsv.reuse`): the settings that shape the
     embeddings, the data dir's utterances and the identity of the files read (audio, or
-    stage 1's feature arks)."""
+    the feature arks)."""
     c = config_to_dict(cfg)
     settings = _flatten({"features": c["features"], "encoder": c["encoder"]})
     settings["extract.crop_seconds"] = cfg.extract.crop_seconds

@@ -1,4 +1,4 @@
-"""Stage 0: offline augmentation sets (simulated RIRs, noise, babble, music) as data dirs.
+"""Data preparation: offline augmentation sets (simulated RIRs, noise, babble, music) as data dirs.
 
 Reads the noise and music files given (searched recursively in --noise-dir/--music-dir)
 and, for babble, the utterances of --babble-from. Writes OUT/rirs, OUT/noise and, when given

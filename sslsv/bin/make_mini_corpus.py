@@ -1,4 +1,4 @@
-"""Stage 0 of egs/mini: generate the offline synthetic multi-speaker corpus.
+"""Data preparation of egs/mini: generate the offline synthetic multi-speaker corpus.
 
 Reads the eSpeak NG library and voices of the espeakng-loader package and, with --config, the
 experiment config's features.sample_rate. Writes OUT/wav/SPK/SESSION/SPK-SESSION-NNNN.wav

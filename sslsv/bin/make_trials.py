@@ -1,4 +1,4 @@
-"""Stage 0: generate a trial list for a data dir without an official one.
+"""Data preparation: generate a trial list for a data dir without an official one.
 
   python -m sslsv.bin.make_trials DATA_DIR --num-per-utt K --target-fraction F --seed S
       [--output FILE] [--cross-session-output FILE2]

@@ -1,4 +1,4 @@
-"""Stage 0: import a corpus into a validated Kaldi data dir.
+"""Data preparation: import a corpus into a validated Kaldi data dir.
 
 Reads the corpus' audio headers (in --nj processes; no audio is decoded) and, for VoxCeleb1,
 the official trial lists. Writes DEST/{wav.scp,utt2spk,spk2utt,utt2dur} (plus utt2session,

@@ -1,4 +1,4 @@
-"""Training a speaker-embedding extractor: self-supervised (stage 2), or a classifier with
+"""Training a speaker-embedding extractor: self-supervised (the first stage), or a classifier with
 AAM-softmax on the speakers of DATA/utt2spk (method.name: classifier; the second stage's
 pseudo-speakers, or the true speakers for a supervised ceiling).
 

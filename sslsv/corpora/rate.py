@@ -1,6 +1,6 @@
-"""The sample rate of stage 0: the experiment config's ``features.sample_rate``.
+"""The sample rate of data preparation: the experiment config's ``features.sample_rate``.
 
-Stage 0 runs before any stage that reads the config, yet what it writes depends on the rate:
+Data preparation runs before anything else reads the config, yet what it writes depends on the rate:
 an import expects its audio at it (a file at another rate is refused, or with
 ``--allow-resample`` kept with its rate in ``utt2sr``), VoxCeleb2's m4a files are decoded to
 it, the augmentation sets and the synthetic corpus are written at it. So its programs
@@ -17,7 +17,7 @@ from sslsv import cli
 from sslsv.config.schema import FeaturesConfig
 from sslsv.errors import ConfigError
 
-#: The rate of stage 0 without a config: the experiment's default ``features.sample_rate``.
+#: The rate of data preparation without a config: the experiment's default ``features.sample_rate``.
 DEFAULT_SAMPLE_RATE: int = FeaturesConfig().sample_rate
 
 

@@ -142,7 +142,7 @@ def find_voxceleb1_trial_list(
     raise DataError(
         f"{trials_name} needs the official list {file_name}, not found in "
         f"{sorted({str(p) for p in places})}; pass its path ({flag} FILE), put it next to the "
-        f"corpus, or let stage 0 download it ({VOXCELEB1_META_URL}{file_name}) with "
+        f"corpus, or let data preparation download it ({VOXCELEB1_META_URL}{file_name}) with "
         "--download true (prepare_data: --download)"
     )
 

@@ -84,7 +84,7 @@ def read_wav_scp(path: PathLike) -> dict[str, str]:
         if value.endswith("|"):
             raise DataError(
                 f"{path}: utterance {utt!r} is a command pipe ({value!r}); convert the audio "
-                "to files first (stage 0 does this for VoxCeleb2 m4a)"
+                "to files first (data preparation does this for VoxCeleb2 m4a)"
             )
     return wavs
 

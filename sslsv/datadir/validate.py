@@ -29,7 +29,7 @@ ID_CHARS = "printable ASCII other than space and '/'"
 # Kaldi forbids only whitespace, but Python's str.split() splits on more (no-break space,
 # ...) than Kaldi and kaldiio do, non-ASCII look-alikes and zero-width characters make ids
 # that print alike but differ, and ids become file names (augmentation chunks): "/" would
-# make a folder of one. Stage 0's importers write ids of A-Za-z0-9_.- only.
+# make a folder of one. The corpus importers write ids of A-Za-z0-9_.- only.
 _BAD_ID_CHAR = re.compile(r"[^!-.0-~]")
 
 #: How far (seconds) a segment may end past the end of its recording: training's tolerance

@@ -15,7 +15,7 @@ temperature warms up linearly from ``teacher_temperature_start`` to
 prototypes (the head's last layer) are not updated during the first
 ``freeze_last_layer_epochs`` epochs.
 
-The teacher is the model (``self.model``: ``final.pt``, validation, stage 5), as in the
+The teacher is the model (``self.model``: ``final.pt``, validation, extraction), as in the
 authors' toolkit, which embeds with its momentum encoder: the average of the student over
 the last steps is the smoother model.
 

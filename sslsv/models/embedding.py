@@ -22,7 +22,7 @@ class EmbeddingModel(nn.Module):
         return self.encoder.embed_dim
 
     def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """Raw log-mels (B, n_mels, T), as stage 1 writes them -> embeddings (B, D); the
+        """Raw log-mels (B, n_mels, T), as feature computation writes them -> embeddings (B, D); the
         encoder sees them mean/variance normalised per utterance, unless it declares
         ``raw_features = True`` (statistics of the raw log-mels: :mod:`sslsv.models.stats`)."""
         if not getattr(self.encoder, "raw_features", False):

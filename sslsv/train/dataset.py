@@ -42,7 +42,7 @@ from sslsv.fileio import atomic_write, kaldi_sort_key, read_dict
 log = logging.getLogger(__name__)
 
 #: Above this fraction of bad (unreadable, empty) training utterances training refuses; at
-#: or below it they are left out with a warning. The same limit as stage 0's default
+#: or below it they are left out with a warning. The same limit as data preparation's default
 #: ``--max-bad-fraction``.
 MAX_BAD_FRACTION = 0.01
 #: How far (seconds) a segment may end past the end of its recording: segment times are
@@ -288,7 +288,7 @@ def check_training_audio(
 ) -> list[str]:
     """The utterances to leave out of training for bad audio (:func:`find_bad_audio`).
 
-    Every bad one is listed in ``report`` (``utt<TAB>why<TAB>where``, as stage 0 lists the
+    Every bad one is listed in ``report`` (``utt<TAB>why<TAB>where``, as data preparation lists the
     files it excludes); a stale list from an earlier run is removed when none is bad. More
     than :data:`MAX_BAD_FRACTION` bad: a :class:`DataError` naming the first few (the data
     dir needs fixing, not training around); otherwise a warning, and training goes on
@@ -305,8 +305,8 @@ def check_training_audio(
     if len(bad) > MAX_BAD_FRACTION * len(sources):
         raise DataError(
             f"{len(bad)} of {len(sources)} training utterances have unreadable or empty audio, "
-            f"more than {MAX_BAD_FRACTION:g} of them; fix the data dir (stage 0 leaves such "
-            f"files out) and rerun. All are listed in {report}:\n  {shown}{more}"
+            f"more than {MAX_BAD_FRACTION:g} of them; fix the data dir (data preparation "
+            f"leaves such files out) and rerun. All are listed in {report}:\n  {shown}{more}"
         )
     log.warning(
         "leaving %d of %d training utterances out for bad audio (listed in %s):\n  %s%s",
