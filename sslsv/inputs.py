@@ -258,8 +258,8 @@ def check_usable(
 ) -> None:
     """Refuse a waveform (at the model's rate) shorter than one front-end window, and a
     digitally silent one (feature computation's and extraction's rule: RMS below
-    :data:`sslsv.audio.SILENCE_DBFS`) unless ``on_silence`` is "warn": its embedding says nothing of a speaker, and any two
-    silent inputs score near 1, "the same speaker"."""
+    :data:`sslsv.audio.SILENCE_DBFS`) unless ``on_silence`` is "warn": its embedding says
+    nothing of a speaker, and any two silent inputs score near 1, "the same speaker"."""
     if on_silence not in ON_SILENCE:
         raise DataError(f"on_silence {on_silence!r}: one of {', '.join(ON_SILENCE)}")
     check_length(len(wave), front_end, name)
