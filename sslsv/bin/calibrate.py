@@ -30,20 +30,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sslsv import cli
-from sslsv.calibration import (
-    QUALITY_MEASURES,
-    fit_calibration,
-    load_durations,
-    model_file,
-    recorded_fingerprint,
-    same_model_file,
-    scores_made_by,
-    scoring_differences,
-)
+from sslsv.calibration import QUALITY_MEASURES, fit_calibration, load_durations, scoring_differences
 from sslsv.calibration import quality_measures as trial_quality
 from sslsv.config.load import load_config
 from sslsv.datadir.io import read_trials
 from sslsv.errors import DataError
+from sslsv.provenance import model_file, recorded_fingerprint, same_model_file, scores_made_by
 from sslsv.reuse import stamp_path
 from sslsv.scores import scores_for_trials
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from sslsv import cli
-from sslsv.calibration import Calibration, recorded_fingerprint, scores_made_by
+from sslsv.calibration import Calibration
 from sslsv.config.load import load_config
 from sslsv.config.schema import ScoringConfig
 from sslsv.datadir.io import read_trials
@@ -50,6 +50,7 @@ from sslsv.errors import DataError
 from sslsv.fileio import atomic_write
 from sslsv.metrics import compute_act_dcf, compute_cllr, compute_metrics, det_curve
 from sslsv.plots import plot_det, plot_score_histograms
+from sslsv.provenance import recorded_fingerprint, scores_made_by
 from sslsv.scores import scores_for_trials
 
 

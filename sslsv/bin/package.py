@@ -36,17 +36,12 @@ import torch
 from sslsv import __version__, cli
 from sslsv.arkio import load_embeddings
 from sslsv.backend import CosineBackend
-from sslsv.calibration import (
-    Calibration,
-    embeddings_model,
-    model_file,
-    recorded_fingerprint,
-    same_model_file,
-)
+from sslsv.calibration import Calibration
 from sslsv.config.load import load_config
 from sslsv.config.schema import Config, ScoringConfig
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_write
+from sslsv.provenance import embeddings_model, model_file, recorded_fingerprint, same_model_file
 from sslsv.train.checkpoint import (
     FINAL_FORMAT,
     load_payload,

@@ -54,18 +54,18 @@ from sslsv.backend import (
     speaker_means,
 )
 from sslsv.backend.base import FORMAT as BACKEND_FORMAT
-from sslsv.calibration import (
-    Calibration,
+from sslsv.calibration import Calibration
+from sslsv.config.load import load_config
+from sslsv.config.schema import ScoringConfig
+from sslsv.datadir.io import read_trials
+from sslsv.errors import DataError
+from sslsv.provenance import (
     ModelFile,
     embeddings_model,
     recorded_fingerprint,
     same_model_file,
     write_scores_stamp,
 )
-from sslsv.config.load import load_config
-from sslsv.config.schema import ScoringConfig
-from sslsv.datadir.io import read_trials
-from sslsv.errors import DataError
 from sslsv.reuse import changes, files_identity, remove_stamp, text_digest, write_stamp
 from sslsv.scores import check_unique_pairs, id_codes, pair_codes, write_scores
 

@@ -53,13 +53,30 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from sslsv.config.schema import Config, MethodConfig
+from sslsv.config.schema import Config, MethodConfig, checked
+from sslsv.losses import margin_at
 
 if TYPE_CHECKING:
     from sslsv.models.embedding import EmbeddingModel
 
 #: What ``forward`` returns besides the loss: name -> 0-dim device tensor or float.
 Metrics = dict[str, "torch.Tensor | float"]
+
+
+@dataclass
+class AdditiveMarginConfig(MethodConfig):
+    """The config of a method whose loss has a positive-pair or target logit, and so an
+    additive margin there: cosines times ``scale`` (1 / temperature), ``margin`` subtracted
+    from the positive's cosine (NT-Xent-AM) or added to the target's angle (AAM-softmax;
+    0: none), ramped linearly from 0 over the first ``margin_warmup`` (share) of training."""
+
+    scale: float = checked(30.0, above=0)
+    margin: float = checked(0.1, minimum=0, below=1)
+    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+
+    def margin_at(self, progress: float) -> float:
+        """The margin after ``progress`` (0-1) of training."""
+        return margin_at(progress, self.margin, self.margin_warmup)
 
 
 @dataclass(frozen=True)

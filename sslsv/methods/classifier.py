@@ -17,21 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsv.config.schema import Config, MethodConfig, checked
+from sslsv.config.schema import Config, checked
 from sslsv.devices import at_least_float32, full_precision
-from sslsv.losses import aam_softmax_with_accuracy, margin_at
-from sslsv.methods.base import Method, Metrics, StepInfo, register_method
+from sslsv.losses import aam_softmax_with_accuracy
+from sslsv.methods.base import AdditiveMarginConfig, Method, Metrics, StepInfo, register_method
 from sslsv.models.embedding import EmbeddingModel
 
 
 @dataclass
-class ClassifierConfig(MethodConfig):
+class ClassifierConfig(AdditiveMarginConfig):
     name: str = "classifier"
-    # AAM-softmax: cosines to the class centres times ``scale``, the angular ``margin``
-    # (radians) added at the target's, ramped from 0 over the first ``margin_warmup``.
-    scale: float = checked(30.0, above=0)
-    margin: float = checked(0.1, minimum=0, below=1)
-    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+    # AAM-softmax to the class centres: scale, margin (radians, at the target's angle),
+    # margin_warmup (AdditiveMarginConfig).
     # Centres per class (sub-centre ArcFace when > 1: robust to noisy labels).
     subcenters: int = checked(1, minimum=1)
 
@@ -77,7 +74,7 @@ class Classifier(Method):
         if labels is None:
             raise ValueError("the classifier needs the labels of its batch")
         info = info or StepInfo()
-        margin = margin_at(info.progress, self.cfg.margin, self.cfg.margin_warmup)
+        margin = self.cfg.margin_at(info.progress)
         embeddings = self.model.forward_features(feats[:, 0])
         with full_precision(embeddings.device.type):  # float32 cosines, also under bf16
             cos = F.linear(

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from sslsv import distributed
-from sslsv.config.schema import Config, MethodConfig, checked
+from sslsv.config.schema import Config, checked
 from sslsv.devices import at_least_float32, full_precision
-from sslsv.losses import margin_at, margin_logits_loss
+from sslsv.losses import margin_logits_loss
 from sslsv.methods.base import (
+    AdditiveMarginConfig,
     Method,
     Metrics,
     StepInfo,
@@ -37,17 +38,14 @@ from sslsv.models.embedding import EmbeddingModel
 
 
 @dataclass
-class MoCoConfig(MethodConfig):
+class MoCoConfig(AdditiveMarginConfig):
     name: str = "moco"
     # Hidden/out sizes of an optional MLP projector; empty means none.
     projector: list[int] = checked(factory=list, minimum=1)
     momentum: float = checked(0.999, minimum=0, maximum=1)  # the key encoder's EMA
     queue_size: int = checked(32768, minimum=1)  # negative keys per view
-    # NT-Xent-AM: cosines times ``scale``, ``margin`` subtracted from the positive's
-    # (0: plain NT-Xent), ramped from 0 over the first ``margin_warmup`` of training.
-    scale: float = checked(30.0, above=0)
-    margin: float = checked(0.1, minimum=0, below=1)
-    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+    # NT-Xent-AM (scale, margin, margin_warmup: AdditiveMarginConfig). Symmetric: both
+    # views are anchors against both views.
     symmetric: bool = True
     ssps: SSPSConfig = field(default_factory=SSPSConfig)
 
@@ -133,7 +131,7 @@ class MoCo(Method):
             self.ssps.enqueue(info.indices, own[0], own[1])
         # Query of view v: positive = key of the other view, negatives = that view's queue.
         pairs = [(0, 1), (1, 0)] if self.cfg.symmetric else [(0, 1)]
-        margin = margin_at(info.progress, self.cfg.margin, self.cfg.margin_warmup)
+        margin = self.cfg.margin_at(info.progress)
         losses, accuracies = [], []
         with full_precision(queries.device.type):  # float32 cosines, also under bf16
             for qv, kv in pairs:

@@ -13,24 +13,27 @@ from dataclasses import dataclass, field
 import torch
 
 from sslsv import distributed
-from sslsv.config.schema import Config, MethodConfig, checked
-from sslsv.losses import margin_at, nt_xent_am
-from sslsv.methods.base import Method, Metrics, StepInfo, make_projector, register_method
+from sslsv.config.schema import Config, checked
+from sslsv.losses import nt_xent_am
+from sslsv.methods.base import (
+    AdditiveMarginConfig,
+    Method,
+    Metrics,
+    StepInfo,
+    make_projector,
+    register_method,
+)
 from sslsv.methods.ssps import PositiveSampler, SSPSConfig
 from sslsv.models.embedding import EmbeddingModel
 
 
 @dataclass
-class SimCLRConfig(MethodConfig):
+class SimCLRConfig(AdditiveMarginConfig):
     name: str = "simclr"
     # Hidden/out sizes of an optional MLP projector; empty means none (the paper's SimCLR).
     projector: list[int] = checked(factory=list, minimum=1)
-    # NT-Xent-AM: cosines times ``scale`` (1 / temperature), ``margin`` subtracted from the
-    # positive pair's (0: plain NT-Xent), ramped linearly from 0 over the first
-    # ``margin_warmup`` (share) of training. Symmetric: both views are anchors.
-    scale: float = checked(30.0, above=0)
-    margin: float = checked(0.1, minimum=0, below=1)
-    margin_warmup: float = checked(0.0, minimum=0, maximum=1)
+    # NT-Xent-AM (scale, margin, margin_warmup: AdditiveMarginConfig). Symmetric: both
+    # views are anchors against both views.
     symmetric: bool = True
     ssps: SSPSConfig = field(default_factory=SSPSConfig)
 
@@ -67,7 +70,7 @@ class SimCLR(Method):
                 pos, found = self.ssps.sample(info.indices, ref, info.epoch, info.global_step)
                 z2 = torch.where(found[:, None], pos, z2.float())  # the loss is float32
             self.ssps.enqueue(info.indices, ref, z[batch:].detach())
-        margin = margin_at(info.progress, self.cfg.margin, self.cfg.margin_warmup)
+        margin = self.cfg.margin_at(info.progress)
         loss, accuracy = nt_xent_am(
             z1,
             z2,
