@@ -56,11 +56,10 @@ name_of() { basename "$1"; }
 declare -A scoring_of=()
 check_scoring() {
   if [ -z "${scoring_of[$1]+set}" ]; then
-    scoring_of[$1]=$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$1" \
-      --get scoring.backend scoring.subtract_mean scoring.norm < /dev/null | paste -sd' ')
+    scoring_of[$1]=$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$1" --reads-training-set \
+      < /dev/null)
   fi
-  uses_train=true
-  [ "${scoring_of[$1]}" != "cosine False none" ] || uses_train=false
+  uses_train=${scoring_of[$1]}
 }
 
 case $what in

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import sslsv
 from sslsv.arkio import ArkWriter, load_embeddings
@@ -26,7 +29,7 @@ from sslsv.backend import (
     register_backend,
     save_backend,
 )
-from sslsv.backend.base import FORMAT
+from sslsv.backend.base import FORMAT, reads_training_set
 from sslsv.bin import score as score_cli
 from sslsv.calibration import fit_calibration
 from sslsv.config.load import config_from_dict, load_config
@@ -281,3 +284,26 @@ def test_ark_writer_leaves_a_whole_pair_or_no_scp(tmp_path):
         raise RuntimeError("killed")
     assert not scp.exists() and not ark.exists()
     assert not [p for p in os.listdir(odd) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("scoring", "reads"),
+    [
+        ({"backend": "cosine"}, False),
+        ({"backend": "cosine", "subtract_mean": True}, True),
+        ({"backend": "cosine", "norm": "as"}, True),
+        ({"backend": "plda"}, True),
+    ],
+)
+def test_the_registry_says_whether_scoring_reads_the_training_set(tmp_path, scoring, reads):
+    """What steps/evaluate_models.sh asks before it embeds the training set: the answer of
+    the back end's own needs_training (and of a normalisation's cohort), not a list of
+    back-end names in bash."""
+    config = tmp_path / "x.yaml"
+    config.write_text(yaml.safe_dump({"scoring": scoring}))
+    assert reads_training_set(load_config(config).scoring) is reads
+    out = subprocess.run(
+        [sys.executable, "-m", "sslsv.bin.config", "--config", str(config), "--reads-training-set"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out == f"{str(reads).lower()}\n"

@@ -23,6 +23,7 @@ from sslsv.backend.base import (
     backend_class,
     backend_options,
     load_backend,
+    reads_training_set,
     register_backend,
     save_backend,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "BACKENDS",
     "LDA",
     "NORM_METHODS",
+    "reads_training_set",
     "PLDA",
     "Backend",
     "CosineBackend",

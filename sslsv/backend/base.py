@@ -150,6 +150,12 @@ def backend_class(name: str) -> type[Backend]:
     return BACKENDS[name]
 
 
+def reads_training_set(cfg: ScoringConfig) -> bool:
+    """Whether scoring with ``cfg`` reads the training set's embeddings: to train its back
+    end (a mean to subtract, PLDA) or as the cohort of a score normalisation."""
+    return backend_class(cfg.backend).needs_training(cfg) is not None or cfg.norm != "none"
+
+
 def backend_options() -> dict[str, list[str]]:
     """Each ``scoring:`` key that a registered back end depends on, with the names of the
     back ends that do, in registration order."""

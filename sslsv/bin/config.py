@@ -1,10 +1,14 @@
 """Check an experiment config and print it, or some of its values (defaults filled in).
 
   python -m sslsv.bin.config --config conf/x.yaml [--get experiment train.epochs]
+  python -m sslsv.bin.config --config conf/x.yaml --reads-training-set
 
 Reads the config (and its base: files) and checks all of it, as every stage does when it
 loads it: a recipe calls this first, so a bad key fails before any data is prepared. Prints
 one value per --get key, one per line; with no --get, the whole resolved config as YAML.
+--reads-training-set prints whether scoring with the config reads the training set's
+embeddings (a back end that trains on them, or a score normalisation's cohort): true or
+false, as the back-end registry says.
 """
 
 from __future__ import annotations
@@ -23,11 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(__doc__, "python -m sslsv.bin.config")
     p.add_argument("--config", required=True)
     p.add_argument("--get", nargs="*", default=[], metavar="KEY")
+    p.add_argument("--reads-training-set", action="store_true")
     return p
 
 
 def show(args: argparse.Namespace) -> None:
-    cfg = config_to_dict(load_config(args.config))
+    config = load_config(args.config)
+    if args.reads_training_set:
+        from sslsv.backend import reads_training_set
+
+        print(str(reads_training_set(config.scoring)).lower())
+        return
+    cfg = config_to_dict(config)
     if not args.get:
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
     for key in args.get:
