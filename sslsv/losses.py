@@ -135,6 +135,25 @@ def aam_softmax_with_accuracy(
     return loss, accuracy.detach()
 
 
+def aam_softmax_rows(
+    cos: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float = 30.0,
+    margin: float = 0.2,
+    subcenters: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of ``cos`` (as :func:`aam_softmax_with_accuracy`): the AAM-softmax
+    cross-entropy (B,), the predicted class (B,) and its softmax probability without margin
+    (B,), the confidence that label correction reads (:mod:`sslsv.methods.gating`)."""
+    with full_precision(cos.device.type):
+        cos = at_least_float32(cos)
+        if subcenters > 1:
+            cos = cos.unflatten(1, (-1, subcenters)).amax(dim=2)
+        losses = F.cross_entropy(aam_logits(cos, labels, scale, margin), labels, reduction="none")
+        confidence, prediction = F.softmax(cos.detach() * scale, dim=1).max(dim=1)
+    return losses, prediction, confidence
+
+
 def dino_loss(
     student: torch.Tensor,
     teacher: torch.Tensor,

@@ -42,6 +42,23 @@ def make_method(name):
         "simclr": ["method.name=simclr", *margin],
         "moco": moco + margin,
         "classifier": ["method.name=classifier", *margin],
+        # The loss gate (from the first step: some rows pass, some not) and its tables.
+        "classifier_gated": [
+            "method.name=classifier",
+            *margin,
+            "method.gate.kind=fixed",
+            "method.gate.threshold=1.6",
+            "method.gate.start_epoch=0",
+        ],
+        # The mixture fitted to the epoch's global losses, and label correction.
+        "classifier_gmm": [
+            "method.name=classifier",
+            *margin,
+            "method.gate.kind=gmm",
+            "method.gate.start_epoch=0",
+            "method.correction.enabled=true",
+            "method.correction.confidence=0.3",
+        ],
         "dino": DINO,
         "dino_ssps": DINO + SSPS,
         "simclr_ssps": ["method.name=simclr", "method.scale=10", *SSPS],
@@ -50,6 +67,14 @@ def make_method(name):
     cfg = load_config(None, [f"encoder.name={MEAN_LINEAR}", *options[name]])
     torch.manual_seed(0)
     method = build_method(cfg, EmbeddingModel(cfg), CLASSES)
+    if name in (
+        "classifier_gated",
+        "classifier_gmm",
+    ):  # the training set: rows 0-7 and 100-107 (batches())
+        table = torch.full((110,), -1, dtype=torch.long)
+        for step, (_, labels) in enumerate(batches(name)):
+            table[100 * step : 100 * step + N] = labels
+        method.attach_training_set(table)
     # Batch norm over the global batch (DINO's head has it), as the trainer converts it.
     method = distributed.convert_to_global_batchnorm(method)
     # DINO in float64: behind its head's batch norm some true gradients are 0 (a shift of
@@ -61,7 +86,7 @@ def batches(name):
     """Two batches of (feats, labels): two views each, one for the classifier, two global
     and two local crops for DINO."""
     g = torch.Generator().manual_seed(3)
-    views = 1 if name == "classifier" else 2
+    views = 1 if name.startswith("classifier") else 2
     out = []
     for _ in range(2):
         feats = torch.randn(N, views, 40, T, generator=g)
@@ -98,6 +123,10 @@ def run_steps(method, forward, data, rank=0, world=1):
         state = [method.queue.clone()]
     if hasattr(method, "center"):
         state = [method.center.clone(), *[p.detach().clone() for p in method.model.parameters()]]
+    if getattr(method, "gate", None) is not None:
+        method.end_epoch(0)  # the mixture of the epoch's global losses, on every rank
+        gate = method.gate
+        state += [gate.loss, gate.prediction, gate.seen, gate.labels, gate.threshold]
     if getattr(method, "ssps", None) is not None:
         state += [method.ssps.index.clone(), method.ssps.pos.clone(), method.ssps.centroids.clone()]
     return losses, grads, state
@@ -126,7 +155,15 @@ def free_port():
 @pytest.mark.parametrize(
     # dino_ssps: plain DINO at step 1 (an empty memory), sampling at step 2.
     "name",
-    ["simclr", "moco", "classifier", "dino_ssps", "moco_ssps"],
+    [
+        "simclr",
+        "moco",
+        "classifier",
+        "classifier_gated",
+        "classifier_gmm",
+        "dino_ssps",
+        "moco_ssps",
+    ],
 )
 def test_two_processes_equal_one(tmp_path, name):
     method = make_method(name)

@@ -22,6 +22,11 @@ CASES = {
     "moco": (),
     "dino": DINO_SMALL,
     "classifier": (),
+    # The loss gate from the first step, and label correction's per-utterance tables.
+    "classifier+gate": (
+        "method.gate={kind: fixed, threshold: 1.0, start_epoch: 0}",
+        "method.correction.enabled=true",
+    ),
     "simclr+ssps": SSPS,
     "moco+ssps": SSPS,
     "dino+ssps": DINO_SMALL + SSPS,
@@ -58,11 +63,11 @@ def make_trainer(tmp_path, data_dir, name: str) -> Trainer:
 
 def batch(name: str) -> tuple:
     g = torch.Generator().manual_seed(0)
-    views = 1 if name == "classifier" else 2
+    views = 1 if name.startswith("classifier") else 2
     waves = 0.1 * torch.randn(4, views, 8000, generator=g)
     if name.startswith("dino"):  # multi-crop: global and local crops
         waves = [waves, 0.1 * torch.randn(4, 2, 4000, generator=g)]
-    labels = torch.tensor([0, 1, 0, 1]) if name == "classifier" else None
+    labels = torch.tensor([0, 1, 0, 1]) if name.startswith("classifier") else None
     return waves, labels
 
 

@@ -78,7 +78,10 @@ def from_plain(cls: Any, data: Any, where: str, source: str) -> Any:
             k: from_plain(hints[k], v, f"{where}.{k}" if where else k, source)
             for k, v in data.items()
         }
-        out = cls(**kwargs)
+        try:
+            out = cls(**kwargs)
+        except ValueError as e:  # a section's own check across its keys (__post_init__)
+            raise ConfigError(f"{source}: {e}") from None
         for f in dataclasses.fields(cls):
             why = _out_of_bounds(getattr(out, f.name), f.metadata.get("bounds", {}))
             if why:

@@ -22,6 +22,15 @@ What a method provides (defaults in :class:`Method`):
 - ``seed_from_class_means(class_means)``: called once, before training, when the encoder
   starts from a seed model and the seed's embeddings of the training set are given; (C, D)
   mean embedding per class. Default: nothing, returns False.
+- ``attach_training_set(labels)``: called once, before training (and before a checkpoint
+  is loaded), with the (N,) class index of every training utterance in training-set order
+  (-1 for a method without labels): methods with per-utterance state size it here.
+  Default: nothing.
+- ``end_epoch(epoch)`` -> ``{name: float}``: called on every process after the steps of
+  epoch ``epoch`` (0-based), before validation and the epoch's checkpoint (which then holds
+  its effect); what it returns is logged as the epoch's ``method`` line. Default: ``{}``.
+- ``training_labels()``: the (N,) class indices the method trains on now, when it changes
+  them (label correction), else None (default); written beside ``final.pt``.
 - ``forward(feats, labels, info)`` -> ``(loss, metrics)``: the local batch's mean loss
   (0-dim tensor with a gradient) and metrics by name, each a 0-dim device tensor (a batch
   mean; the trainer averages it over processes with the loss, in one all-reduce) or a
@@ -122,6 +131,17 @@ class Method(nn.Module):
     def seed_from_class_means(self, class_means: torch.Tensor) -> bool:
         """Start from the seed model's (C, D) mean embedding per class; True if used."""
         return False
+
+    def attach_training_set(self, labels: torch.Tensor) -> None:
+        """Per-utterance state for the (N,) training set's class indices (-1: none)."""
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """After the steps of epoch ``epoch`` (0-based): what to log for it."""
+        return {}
+
+    def training_labels(self) -> torch.Tensor | None:
+        """The (N,) class indices trained on now, when the method changes them."""
+        return None
 
     def forward(
         self,

@@ -7,20 +7,26 @@ gives the supervised ceiling. One crop per utterance; ``method.scale`` and
 margin, ``method.subcenters`` centres per class. With a seed model and its embeddings of the
 training set, the centres start at the classes' mean embeddings
 (:meth:`Classifier.seed_from_class_means`).
+
+``method.gate`` and ``method.correction`` (:mod:`sslsv.methods.gating`): loss-gated training
+(only the utterances whose loss is under the gate give a gradient) and label correction
+(confident predictions above the gate replace their pseudo-labels), as in DLG-LC.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslsv import distributed
 from sslsv.config.schema import Config, checked
 from sslsv.devices import at_least_float32, full_precision
-from sslsv.losses import aam_softmax_with_accuracy
+from sslsv.losses import aam_softmax_rows, aam_softmax_with_accuracy
 from sslsv.methods.base import AdditiveMarginConfig, Method, Metrics, StepInfo, register_method
+from sslsv.methods.gating import CorrectionConfig, GateConfig, LossGate
 from sslsv.models.embedding import EmbeddingModel
 
 
@@ -31,6 +37,15 @@ class ClassifierConfig(AdditiveMarginConfig):
     # margin_warmup (AdditiveMarginConfig).
     # Centres per class (sub-centre ArcFace when > 1: robust to noisy labels).
     subcenters: int = checked(1, minimum=1)
+    gate: GateConfig = field(default_factory=GateConfig)
+    correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+
+    def __post_init__(self) -> None:
+        if self.correction.enabled and self.gate.kind == "none":
+            raise ValueError(
+                "method.correction.enabled needs a gate: method.gate.kind fixed or gmm "
+                "(label correction relabels the utterances above it)"
+            )
 
 
 @register_method("classifier")
@@ -46,6 +61,9 @@ class Classifier(Method):
         self.subcenters = self.cfg.subcenters
         self.centres = nn.Parameter(torch.empty(num_classes * self.subcenters, model.embed_dim))
         nn.init.xavier_normal_(self.centres)
+        self.gate = None
+        if self.cfg.gate.kind != "none":
+            self.gate = LossGate(self.cfg.gate, self.cfg.correction)
 
     @classmethod
     def crop_plan(cls, cfg: Config) -> list[tuple[int, float]]:
@@ -64,6 +82,16 @@ class Classifier(Method):
         self.centres.copy_(centres)
         return True
 
+    def attach_training_set(self, labels: torch.Tensor) -> None:
+        if self.gate is not None:
+            self.gate.attach(labels)
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return self.gate.end_epoch(epoch) if self.gate is not None else {}
+
+    def training_labels(self) -> torch.Tensor | None:
+        return self.gate.labels if self.gate is not None and self.cfg.correction.enabled else None
+
     def forward(
         self,
         feats: torch.Tensor,
@@ -80,7 +108,22 @@ class Classifier(Method):
             cos = F.linear(
                 F.normalize(at_least_float32(embeddings), dim=-1), F.normalize(self.centres, dim=-1)
             )
-            loss, accuracy = aam_softmax_with_accuracy(
+            if self.gate is None:
+                loss, accuracy = aam_softmax_with_accuracy(
+                    cos, labels, self.cfg.scale, margin, self.subcenters
+                )
+                return loss, {"accuracy": accuracy, "margin": margin}
+            if info.indices is None:
+                raise ValueError("the gated classifier needs the rows' training-set indices")
+            labels = self.gate.labels_of(info.indices)
+            losses, prediction, confidence = aam_softmax_rows(
                 cos, labels, self.cfg.scale, margin, self.subcenters
             )
-        return loss, {"accuracy": accuracy, "margin": margin}
+            keep = self.gate.keep(losses)
+            kept_globally = self.gate.record(info.indices, losses, prediction, confidence)
+            # The mean over the global batch's kept rows: DDP averages the processes'
+            # gradients, hence the world size.
+            scale = distributed.world_size() / kept_globally.clamp_min(1)
+            loss = (losses * keep).sum() * scale
+            accuracy = (prediction == labels).float().mean()
+        return loss, {"accuracy": accuracy, "kept": keep.float().mean(), "margin": margin}

@@ -208,6 +208,20 @@ def epoch_line(epoch: int, window: LossWindow, progress: Progress) -> str:
     )
 
 
+def method_epoch_line(trainer: Trainer, epoch: int) -> str | None:
+    """Run the method's end of epoch ``epoch`` (0-based); its report as a train.log line
+    (``method epoch N name value ...``, N 1-based like the epoch line), or None."""
+    report = trainer.method.end_epoch(epoch)
+    if not report:
+        return None
+    if trainer.writer:
+        step = (epoch + 1) * trainer.steps_per_epoch
+        for name, value in report.items():
+            trainer.writer.add_scalar(f"method/{name}", value, step)
+    values = " ".join(f"{name} {value:.4g}" for name, value in report.items())
+    return f"method epoch {epoch + 1} {values}"
+
+
 def non_finite_loss(trainer: Trainer, value: float, epoch: int, step: int) -> NonFiniteLossError:
     """The error for a non-finite loss, naming the utterances of its global batch (all of
     them in ``log/non_finite_batch.txt`` when more than :data:`SHOWN_UTTS`)."""
@@ -298,6 +312,9 @@ def run_epoch(
             return Stop(signal_name, path)
     progress.show(window.read())
     progress.bar.close()
+    # The method's end of epoch (a loss gate's next threshold, label correction) before
+    # the checkpoint, so that the checkpoint holds its effect.
+    method_line = method_epoch_line(trainer, epoch)
     trainer.epoch, trainer.step = epoch + 1, 0
     trainer.scheduler.step()
     # Validation before the checkpoint, so that the checkpoint holds its result (best).
@@ -305,7 +322,11 @@ def run_epoch(
     epoch_checkpoint = trainer.epoch % tc.checkpoint_every == 0 or trainer.epoch == tc.epochs
     path = trainer.save(epoch_end=True) if epoch_checkpoint else None
     if log_file:
-        lines = [epoch_line(trainer.epoch, window, progress), *([validation] if validation else [])]
+        lines = [
+            epoch_line(trainer.epoch, window, progress),
+            *([method_line] if method_line else []),
+            *([validation] if validation else []),
+        ]
         log_file.writelines(line + "\n" for line in lines)
         log_file.flush()
         for line in lines:

@@ -27,6 +27,7 @@ from sslsv.config.load import config_to_dict, save_config
 from sslsv.config.schema import Config
 from sslsv.devices import enable_tf32
 from sslsv.errors import ConfigError, DataError
+from sslsv.fileio import write_table
 from sslsv.methods import Metrics, build_method, method_class
 from sslsv.models.embedding import EmbeddingModel
 from sslsv.train import checkpoint, loop, signals
@@ -90,6 +91,9 @@ class Trainer:
         model = EmbeddingModel(cfg)
         seeded = init_model is not None and start_from_model(model, cfg, Path(init_model))
         self.method = build_method(cfg, model, len(self.dataset.classes))
+        self.method.attach_training_set(
+            torch.tensor([self.dataset.utt_labels.get(u, -1) for u in self.dataset.utts])
+        )
         if seeded and init_embeddings is not None:
             means = class_means(self.dataset, Path(init_embeddings))
             if self.method.seed_from_class_means(means):
@@ -305,10 +309,22 @@ class Trainer:
                 if self.writer:
                     self.writer.close()
             if self.rank == 0:
+                self.write_training_labels()
                 checkpoint.write_final_model(
                     self.cfg, self.exp_dir, self.ckpt_dir, self.steps_per_epoch, self.best
                 )
             distributed.barrier()
+
+    def write_training_labels(self) -> None:
+        """``EXP/utt2label``: each training utterance's class at the end of training, when
+        the method changed them (label correction); written before final.pt, so that a
+        final.pt has it. Classes keep the names of the training data dir's utt2spk."""
+        labels = self.method.training_labels()
+        if labels is None:
+            return
+        names = self.dataset.classes
+        rows = [(u, names[int(c)]) for u, c in zip(self.dataset.utts, labels.tolist())]
+        write_table(self.exp_dir / "utt2label", rows)
 
     def validate(self) -> str | None:
         """After an epoch where validation is due: rank 0 embeds and scores the validation
@@ -321,17 +337,15 @@ class Trainer:
         line = None
         if self.rank == 0:
             result = self.validator.run(self.method.model)
-            line = (
-                f"validation epoch {self.epoch} EER {result['eer']:.2f}% "
-                f"minDCF(p={self.validator.p_target:g}) {result['min_dcf']:.4f} "
-                f"time {result['seconds']:.1f}s"
-            )
+            line = f"validation epoch {self.epoch} {self.validator.line(result)}"
             if self.writer:
                 step = self.epoch * self.steps_per_epoch
-                self.writer.add_scalar("validation/eer", result["eer"], step)
-                self.writer.add_scalar("validation/min_dcf", result["min_dcf"], step)
-            if self.best is None or result["eer"] < self.best[0]:
-                self.best = (result["eer"], self.epoch)
+                for name, value in result.items():
+                    if name != "seconds":
+                        self.writer.add_scalar(f"validation/{name}", value, step)
+            measure = result[self.validator.measure]
+            if self.best is None or measure < self.best[0]:
+                self.best = (measure, self.epoch)
                 if vc.select_best:
                     checkpoint.save_atomic(
                         checkpoint.model_payload(
