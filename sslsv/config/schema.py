@@ -133,7 +133,8 @@ class ValidationConfig:
     """EER and minDCF on held-out speakers during training (train.log, TensorBoard).
 
     ``data_dir`` empty: no validation. Choosing ``final.pt`` by it (``select_best``) uses
-    the held-out speakers' labels, a form of supervision: off by default."""
+    the held-out speakers' labels, a form of supervision, unless ``label_free``: off by
+    default."""
 
     data_dir: str = path_field()
     trials: str = path_field()  # default: <data_dir>/trials
@@ -142,6 +143,12 @@ class ValidationConfig:
     num_crops: int = checked(1, minimum=1)
     max_trials: int = checked(0, minimum=0)  # a seeded subset (0: all trials)
     select_best: bool = False  # final.pt: the validated epoch with the lowest EER
+    # True: no labels at all. The measure is the split-utterance EER of data_dir's audio
+    # (sslsv.selection: the two halves of an utterance against other utterances'), which
+    # never reads its utt2spk or trials; select_best then chooses final.pt without labels.
+    label_free: bool = False
+    split_crop_seconds: float = checked(2.0, above=0)  # label_free: a crop per half
+    max_utts: int = checked(0, minimum=0)  # label_free: a seeded subset (0: all)
 
 
 @dataclass

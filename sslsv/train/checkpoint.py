@@ -214,12 +214,12 @@ def write_final_model(
     tc = cfg.train
     final = exp_dir / "final.pt"
     if tc.validation.select_best and best is not None:
-        log.info(
-            "final model: epoch %d, the lowest validation EER (%.2f%%); chosen with the labels "
-            "of the validation speakers",
-            best[1],
-            best[0],
+        how = (
+            "split-utterance EER (%.2f%%); chosen without labels"
+            if tc.validation.label_free
+            else "EER (%.2f%%); chosen with the labels of the validation speakers"
         )
+        log.info("final model: epoch %d, the lowest validation " + how, best[1], best[0])
         # best.pt holds the model payload already: final.pt is a copy of it.
         save_atomic(load_safe(exp_dir / "best.pt"), final)
     else:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sslsv import selection
 from sslsv.backend.scoring import cosine_scores
 from sslsv.config.schema import Config, ExtractConfig
 from sslsv.datadir.io import read_audio_sources, read_trials
@@ -63,15 +64,24 @@ class Validator:
         v = cfg.train.validation
         if not v.data_dir:
             raise ConfigError("train.validation.data_dir is empty: validation is off")
+        self.label_free = v.label_free
+        #: What ``select_best`` minimises: a key of :meth:`run`'s result.
+        self.measure = "split_eer" if v.label_free else "eer"
+        self.every_epochs = v.every_epochs
+        self.device = torch.device(device)
+        self.p_target = (cfg.scoring.p_target or [0.01])[0]
+        if v.label_free:  # audio only: no trial list, no utt2spk
+            self.data_dir = Path(v.data_dir)
+            self.pairs = selection.read_split_pairs(
+                v.data_dir, cfg.features.sample_rate, v.split_crop_seconds, v.max_utts
+            )
+            return
         if v.max_trials == 1:
             raise ConfigError("train.validation.max_trials must be 0 (all) or at least 2")
         self.data_dir = Path(v.data_dir)
         if not self.data_dir.is_dir():
             raise DataError(f"{self.data_dir}: validation data dir not found")
         self.trials_path = Path(v.trials) if v.trials else self.data_dir / "trials"
-        self.every_epochs = v.every_epochs
-        self.device = torch.device(device)
-        self.p_target = (cfg.scoring.p_target or [0.01])[0]
         self.options = ExtractConfig(
             crop_seconds=v.crop_seconds,
             num_crops=v.num_crops,
@@ -130,11 +140,15 @@ class Validator:
 
     def run(self, model: EmbeddingModel) -> dict[str, float]:
         """``{"eer": EER in percent (0-100), "min_dcf": normalised minDCF at p_target =
-        cfg.scoring.p_target[0], "seconds": wall time of embedding and scoring}``.
+        cfg.scoring.p_target[0], "seconds": wall time of embedding and scoring}``; with
+        ``label_free`` :func:`sslsv.selection.criterion`'s keys and "seconds".
 
         Scores are plain cosine similarities of the (L2-normalised) embeddings.
         """
         start = time.perf_counter()
+        if self.label_free:
+            result = selection.evaluate(model, self.pairs, self.device)
+            return {**result, "seconds": time.perf_counter() - start}
         embeddings = self.embed(model)
         scores = cosine_scores(embeddings, embeddings, self._enroll, self._test)
         eer, _ = compute_eer(scores, self.labels)
@@ -145,8 +159,26 @@ class Validator:
             "seconds": time.perf_counter() - start,
         }
 
+    def line(self, result: dict[str, float]) -> str:
+        """A result in words, for train.log."""
+        if self.label_free:
+            return (
+                f"split-utterance EER {result['split_eer']:.2f}% alignment "
+                f"{result['alignment']:.4f} uniformity {result['uniformity']:.4f} (no labels) "
+                f"time {result['seconds']:.1f}s"
+            )
+        return (
+            f"EER {result['eer']:.2f}% minDCF(p={self.p_target:g}) {result['min_dcf']:.4f} "
+            f"time {result['seconds']:.1f}s"
+        )
+
     def describe(self) -> str:
         """The protocol in words, for the log."""
+        if self.label_free:
+            return (
+                f"validation without labels: split-utterance EER of {len(self.pairs.utts):,} "
+                f"utterances of {self.data_dir} (audio only), every {self.every_epochs} epoch(s)"
+            )
         n_tar = int(self.labels.sum())
         subset = "" if len(self.trials) == self.total_trials else f" of {self.total_trials:,}"
         return (
