@@ -14,6 +14,9 @@ cmd=local      # where they run: local, "slurm SBATCH-OPTIONS", "srun SRUN-OPTIO
 device=cpu     # cpu or cuda: the embedding jobs, the clustering (k-means, merging), training
 ngpu=1         # training processes (GPUs; CPU processes with --device cpu)
 train_opts=    # more train.sh options (several nodes), e.g. "--nnodes 2 --rdzv-endpoint H:P"
+overrides=     # config overrides for training, e.g. "train.seed=1"
+labels=        # a pseudo-labelled data dir to train on instead of clustering (fine-tuning
+               # on the last round's labels); <pl-data-dir> is then that dir, unchanged
 # End configuration section.
 
 help_message="Usage: $0 [options] <config> <seed-model.pt> <train-data-dir> <pl-data-dir> <exp-dir>
@@ -22,7 +25,8 @@ Reads the config (its extract:, pseudo_label: and training sections), the seed m
 <train-data-dir> (wav.scp, utt2dur, and utt2spk when it has true speakers: clustering
 statistics only). Writes <seed-dir>/embeddings_<seed>/<train-set>/ (the seed's embeddings),
 <pl-data-dir>/ (a data dir of pseudo-speakers with clustering.{txt,json}) and <exp-dir>/
-(the classifier: config.yaml, init.pt, checkpoints/, log/, final.pt)."
+(the classifier: config.yaml, init.pt, checkpoints/, log/, final.pt). With label correction
+(method.correction), also <pl-data-dir>_corrected/: the labels the round ended with."
 
 . "$(dirname "$(readlink -f "$0")")/../utils/lib/sslsv_env.sh"
 . "$SSLSV_ROOT/utils/parse_options.sh"
@@ -44,9 +48,17 @@ embeddings=$(dirname "$seed")/embeddings_$(basename "$seed" .pt)/$(basename "$da
 
 "$steps/extract_embeddings.sh" --nj "$nj" --cmd "$cmd" --device "$device" --config "$config" \
   "$seed" "$data" "$embeddings"
-"$SSLSV_PYTHON" -m sslsv.bin.cluster --config "$config" --embeddings "$embeddings/embeddings.scp" \
-  --data "$data" --output "$pl_data" --device "$device"
+if [ -n "$labels" ]; then
+  [ "$labels" = "$pl_data" ] || { echo "$0: --labels $labels: give it as <pl-data-dir> too" >&2; exit 1; }
+else
+  "$SSLSV_PYTHON" -m sslsv.bin.cluster --config "$config" \
+    --embeddings "$embeddings/embeddings.scp" --data "$data" --output "$pl_data" --device "$device"
+fi
 read -r -a more <<< "$train_opts"
 "$steps/train.sh" --device "$device" --ngpu "$ngpu" --init-model "$seed" \
-  --init-embeddings "$embeddings/embeddings.scp" \
+  --init-embeddings "$embeddings/embeddings.scp" --overrides "$overrides" \
   ${more[@]+"${more[@]}"} "$config" "$pl_data" "$exp"
+if [ -f "$exp/utt2label" ]; then  # written with final.pt; rewritten each time (seconds)
+  "$SSLSV_PYTHON" -m sslsv.bin.relabel --data "$pl_data" --labels "$exp/utt2label" \
+    --truth "$data" --output "${pl_data}_corrected"
+fi

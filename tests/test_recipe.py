@@ -33,6 +33,18 @@ encoder:
 train: {epochs: 2, batch_size: 16, num_workers: 0, average_last: 1}
 pseudo_label: {kmeans_clusters: 10, min_cluster_size: 2}
 """
+# The rounds with the loss gate and label correction, then large-margin fine-tuning.
+TINY_GATED_CONFIG = """
+base: tiny_pl.yaml
+experiment: tiny_gated
+method: {gate: {kind: gmm, start_epoch: 1}, correction: {enabled: true, confidence: 0.5}}
+"""
+TINY_LMFT_CONFIG = """
+base: tiny_gated.yaml
+experiment: tiny_lmft
+method: {margin: 0.4, margin_warmup: 0.0, gate: {kind: none}, correction: {enabled: false}}
+train: {epochs: 1, crop_seconds: 3.0, lr: 0.0001}
+"""
 TINY_SUPERVISED_CONFIG = """
 base: tiny_pl.yaml
 experiment: tiny_supervised
@@ -42,7 +54,7 @@ pseudo_label: {init_from_seed: false}
 TINY_ARGS = ["--num-speakers", "12", "--utts-per-speaker", "5", "--num-test-speakers", "4",
              "--trials-per-utt", "6", "--num-rirs", "4", "--num-dev-speakers", "4", "--nj", "1",
              "--config", "conf/tiny.yaml",
-             "--pl-config", "conf/tiny_pl.yaml",
+             "--pl-config", "conf/tiny_gated.yaml", "--lmft-config", "conf/tiny_lmft.yaml",
              "--supervised-config", "conf/tiny_supervised.yaml"]  # fmt: skip
 
 
@@ -62,6 +74,8 @@ def make_recipe(work: Path) -> Path:
         os.symlink(conf, work / "conf" / conf.name)
     (work / "conf" / "tiny.yaml").write_text(TINY_CONFIG)
     (work / "conf" / "tiny_pl.yaml").write_text(TINY_PL_CONFIG)
+    (work / "conf" / "tiny_gated.yaml").write_text(TINY_GATED_CONFIG)
+    (work / "conf" / "tiny_lmft.yaml").write_text(TINY_LMFT_CONFIG)
     (work / "conf" / "tiny_supervised.yaml").write_text(TINY_SUPERVISED_CONFIG)
     return work
 
@@ -111,8 +125,9 @@ ROWS = {
     "init": ("tiny", "init"),
     "stats": ("stats", "final"),
     "ssl": ("tiny", "final"),
-    "pl1": ("tiny_pl1", "final"),
-    "pl2": ("tiny_pl2", "final"),
+    "pl1": ("tiny_tiny_gated_pl1", "final"),
+    "pl2": ("tiny_tiny_gated_pl2", "final"),
+    "lmft": ("tiny_tiny_gated_lmft", "final"),
     "supervised": ("tiny_supervised", "final"),
 }
 
@@ -171,13 +186,29 @@ def test_end_to_end_results_match_scores(finished):
     # The second stage's data dirs: pseudo-speakers, keyed like the training set.
     train = (finished / "data" / "train" / "utt2spk").read_text().splitlines()
     for round in (1, 2):
-        pl = (finished / "data" / f"train_pl{round}" / "utt2spk").read_text().splitlines()
+        pl = (finished / "data" / f"train_tiny_tiny_gated_pl{round}" / "utt2spk").read_text()
+        pl = pl.splitlines()
         assert {ln.split()[0] for ln in pl} <= {ln.split()[0] for ln in train}
         assert not {ln.split()[1] for ln in pl} & {ln.split()[1] for ln in train}
     # Round 2 is seeded by round 1's model, round 1 by the SSL model (same encoder).
-    for seed in ("tiny", "tiny_pl1"):
+    for seed in ("tiny", "tiny_tiny_gated_pl1", "tiny_tiny_gated_pl2"):
         assert (finished / "exp" / seed / "embeddings_final" / "train" / "embeddings.scp").exists()
-    assert "encoder initialised from exp/tiny_pl1/final.pt" in (finished / "run.log").read_text()
+    log = (finished / "run.log").read_text()
+    assert "encoder initialised from exp/tiny_tiny_gated_pl1/final.pt" in log
+    # Label correction: each round's labels as a data dir; fine-tuning trains on round 2's.
+    for round in (1, 2):
+        corrected = finished / "data" / f"train_tiny_tiny_gated_pl{round}_corrected"
+        summary = json.loads((corrected / "relabel.json").read_text())
+        kept = corrected.parent / corrected.name.removesuffix("_corrected") / "utt2spk"
+        assert summary["utterances"] == len(kept.read_text().splitlines())
+        assert "purity" in summary["after"]
+    assert "on data/train_tiny_tiny_gated_pl2_corrected -> exp/tiny_tiny_gated_lmft" in log
+    assert not (finished / "exp" / "tiny_tiny_gated_lmft" / "utt2label").exists()
+    # The label-free choice: the dev audio's split-utterance EER of each candidate.
+    selection = (finished / "exp" / "tiny_tiny_gated_SELECTION").read_text().splitlines()
+    assert [x.split()[0] for x in selection[:-1]] == ["ssl", "pl1", "pl2", "lmft"]
+    assert "label-free choice (split-utterance EER of the dev audio" in results
+    assert results.count(selection[-1].split()[1]) >= 1
 
 
 def test_calibration_thresholds_and_packaged_model(finished, monkeypatch):
@@ -226,9 +257,9 @@ def test_single_stage_rerun_reuses_outputs(finished):
     """Stages 6-7 again: the seeds' embeddings of the training set and the trained rounds
     are not redone. (The embedding stages rerun the same extraction reuse for every model;
     tests/test_reuse.py covers it.)"""
-    emb = finished / "exp" / "tiny_pl1" / "embeddings_final" / "train" / "embeddings.scp"
+    emb = finished / "exp" / "tiny_tiny_gated_pl1" / "embeddings_final" / "train" / "embeddings.scp"
     before = emb.stat().st_mtime_ns
-    final = finished / "exp" / "tiny_pl2" / "final.pt"
+    final = finished / "exp" / "tiny_tiny_gated_pl2" / "final.pt"
     final_before = final.stat().st_mtime_ns
     result = run(finished, "--stage", "6", "--stop-stage", "7")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -17,10 +17,13 @@
 #   5  RESULTS and THRESHOLDS of those rows (init, stats, ssl), their trained models packaged
 #      (model.pt): stages 0-5 are the paper's whole pipeline
 #   6  second stage: --rounds rounds of embed -> cluster -> AAM-softmax classifier, each
-#      seeded by the newest model (the first by --pl-seed, default the SSL model)
+#      seeded by the newest model (the first by --pl-seed, default the SSL model), then
+#      large-margin fine-tuning on the last round's labels (--lmft-config)
 #   7  the supervised ceiling: the classifier on the true speakers (--supervised true)
-#   8  embeddings, scores and calibration of the round and ceiling models
-#   9  RESULTS with every row, THRESHOLDS, and every trained model packaged as model.pt
+#   8  embeddings, scores and calibration of the round and ceiling models, and the
+#      label-free choice among the SSL, round and fine-tuned models (sslsv.bin.select:
+#      the split-utterance EER of the dev set's audio, no labels) -> <rounds' exp>_SELECTION
+#   9  RESULTS with every row and that choice, THRESHOLDS, every trained model packaged
 # Each stage reruns alone (--stage N --stop-stage N): every step reuses what is up to date
 # and redoes what changed, saying which.
 #
@@ -45,6 +48,9 @@ train_epochs=       # set: the SSL training's train.epochs; its experiment gets 
 config=conf/simclr_ntxent_am.yaml      # the first stage (SSL)
 stats_config=conf/stats.yaml           # the training-free baseline
 pl_config=conf/classifier_pl.yaml      # the second stage: clustering and classifier
+lmft_config=        # set: large-margin fine-tuning after the last round (row "lmft")
+pl_train_seed=      # set: the second stage's train.seed; its experiments get _seed<N>
+results_dir=        # stage 9's RESULTS and THRESHOLDS go there (default: the SSL exp dir)
 supervised_config=conf/classifier_supervised.yaml  # the ceiling: true labels
 rounds=2            # second-stage rounds (0: none)
 pl_seed=            # the first round's seed model (default: the SSL final.pt)
@@ -98,7 +104,14 @@ fi
 experiment_of() { "$SSLSV_PYTHON" -m sslsv.bin.config --config "$1" --get experiment; }
 exp=exp/$(experiment_of "$config")
 stats_exp=exp/$(experiment_of "$stats_config")
-experiment_of "$pl_config" > /dev/null
+# The second stage's experiments: exp/<ssl>_<pl experiment>[_seed<N>]_pl<round>, _lmft.
+pl_exp=${exp}_$(experiment_of "$pl_config")
+pl_overrides=""
+if [ -n "$pl_train_seed" ]; then
+  pl_exp+=_seed$pl_train_seed
+  pl_overrides="train.seed=$pl_train_seed"
+fi
+[ -z "$lmft_config" ] || experiment_of "$lmft_config" > /dev/null
 supervised_exp=exp/$(experiment_of "$supervised_config")
 overrides=""
 if [ -n "$train_epochs" ]; then
@@ -124,10 +137,14 @@ stats $stats_exp/final.pt $stats_config
 ssl $exp/final.pt $config"
 second_models=""
 clustering=""
+pl_data=${train_set}_$(basename "$pl_exp")
 for round in $(seq 1 "$rounds"); do
-  second_models+="pl$round ${exp}_pl$round/final.pt $pl_config"$'\n'
-  clustering+=" pl$round=${train_set}_pl$round"
+  second_models+="pl$round ${pl_exp}_pl$round/final.pt $pl_config"$'\n'
+  clustering+=" pl$round=${pl_data}_pl$round"
 done
+if [ -n "$lmft_config" ] && [ "$rounds" -gt 0 ]; then
+  second_models+="lmft ${pl_exp}_lmft/final.pt $lmft_config"$'\n'
+fi
 if [ "$supervised" = true ]; then
   second_models+="supervised $supervised_exp/final.pt $supervised_config"$'\n'
 fi
@@ -180,12 +197,21 @@ fi
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   seed_model=$pl_seed
   for round in $(seq 1 "$rounds"); do
-    log "stage 6: second stage, round $round of $rounds: seed $seed_model -> ${exp}_pl$round"
+    log "stage 6: second stage, round $round of $rounds: seed $seed_model -> ${pl_exp}_pl$round"
     steps/pseudo_label_round.sh --nj "$extract_nj" --cmd "$extract_cmd" --device "$device" \
-      --ngpu "$ngpu" --train-opts "$train_opts" "$pl_config" "$seed_model" "$train_set" \
-      "${train_set}_pl$round" "${exp}_pl$round"
-    seed_model=${exp}_pl$round/final.pt
+      --ngpu "$ngpu" --train-opts "$train_opts" --overrides "$pl_overrides" "$pl_config" \
+      "$seed_model" "$train_set" "${pl_data}_pl$round" "${pl_exp}_pl$round"
+    seed_model=${pl_exp}_pl$round/final.pt
   done
+  if [ -n "$lmft_config" ] && [ "$rounds" -gt 0 ]; then
+    # The last round's labels (corrected ones when the round corrected them).
+    labels=${pl_data}_pl$rounds
+    [ -d "${labels}_corrected" ] && labels=${labels}_corrected
+    log "stage 6: large-margin fine-tuning of $seed_model on $labels -> ${pl_exp}_lmft"
+    steps/pseudo_label_round.sh --nj "$extract_nj" --cmd "$extract_cmd" --device "$device" \
+      --ngpu "$ngpu" --train-opts "$train_opts" --overrides "$pl_overrides" \
+      --labels "$labels" "$lmft_config" "$seed_model" "$train_set" "$labels" "${pl_exp}_lmft"
+  fi
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ] && [ "$supervised" = true ]; then
@@ -199,10 +225,36 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ] && [ -n "$second_models" ]; the
   steps/evaluate_models.sh "${eval_opts[@]}" embed "$second_models" "$exp" "$test_set"
   steps/evaluate_models.sh "${eval_opts[@]}" score "$second_models" "$exp" "$test_set"
 fi
+selection=${pl_exp}_SELECTION
+[ -n "$results_dir" ] || results_dir=$exp
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ] && [ "$rounds" -gt 0 ] && [ -n "$dev_set" ]; then
+  log "stage 8: label-free choice of the second stage's model (audio of $dev_set) -> $selection"
+  candidates=("ssl=$exp/final.pt")
+  while read -r label model _; do
+    [ -z "$label" ] || [ "$label" = supervised ] || candidates+=("$label=$model")
+  done <<< "$second_models"
+  "$SSLSV_PYTHON" -m sslsv.bin.select --data "$dev_set" --output "$selection" \
+    --device "$device" "${candidates[@]}"
+fi
 
+second_stage_note() {  # what the rows pl<r> and lmft are, for RESULTS
+  [ "$rounds" -gt 0 ] || return 0
+  local gate
+  gate=$("$SSLSV_PYTHON" -m sslsv.bin.config --config "$pl_config" \
+    --get method.gate.kind method.correction.enabled 2> /dev/null | paste -sd' ') || gate=""
+  set -- $gate
+  echo "; second stage: $pl_config (method.gate.kind ${1:-none}, method.correction.enabled" \
+    "${2:-false})${lmft_config:+, fine-tuning: $lmft_config}"
+}
+selection_note() {
+  [ -f "$selection" ] || return 0
+  echo "; label-free choice (split-utterance EER of the dev audio, $selection):" \
+    "$(tail -n 1 "$selection" | cut -d' ' -f2)"
+}
 if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
-  log "stage 9: $exp/RESULTS (every row) and THRESHOLDS; every model packaged as model.pt"
+  log "stage 9: $results_dir/RESULTS (every row) and THRESHOLDS; every model packaged as model.pt"
+  mkdir -p "$results_dir"
   steps/evaluate_models.sh "${eval_opts[@]}" --config "$config" --clustering "$clustering" \
-    --note "this run: stages $stage-$stop_stage in ${SECONDS}s" \
-    report "$first_models"$'\n'"$second_models" "$exp" "$test_set"
+    --note "this run: stages $stage-$stop_stage in ${SECONDS}s$(second_stage_note)$(selection_note)" \
+    report "$first_models"$'\n'"$second_models" "$results_dir" "$test_set"
 fi
