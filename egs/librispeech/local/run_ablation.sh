@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The margin / symmetry / method ablation: every row of conf/ trained with each seed, same
-# budget (conf/base.yaml's: 90 epochs since issue 12; docs/RESULTS.md's table was made with
-# the 24 epochs of before), then one table (mean and spread over seeds) and the
+# budget (conf/base.yaml's: 10 epochs of ~3,060 utterances since speechocean762 joined the
+# training set, 90 of 380 before; docs/RESULTS.md's table was made with 24 epochs of the
+# LibriSpeech-only set), then one table (mean and spread over seeds) and the
 # score-distribution plot.
 #
 #   local/run_ablation.sh [--rows "simclr_ntxent ..."] [--seeds "1 2 3"] [--out ../../docs] \
