@@ -15,6 +15,7 @@
 # done (the recipe's steps).
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n '2,16p' "$0" >&2; exit 1; }
+bench=$(dirname "$(readlink -f "$0")")
 recipe=$1
 variants=$2
 seeds=$3
@@ -38,5 +39,4 @@ for seed in $seeds; do
     tables+=("$out")
   done
 done
-"${SSLSV_PYTHON:-$(dirname "$(readlink -f "$0")")/../.venv/bin/python}" \
-  "$(dirname "$(readlink -f "$0")")/second_stage_table.py" "${tables[@]}"
+"${SSLSV_PYTHON:-$bench/../.venv/bin/python}" "$bench/second_stage_table.py" "${tables[@]}"

@@ -22,18 +22,17 @@ CHOICE = re.compile(r"label-free choice \(.*\): (\S+)")
 
 
 def kept_share(train_log: Path) -> float | None:
-    """The mean kept share over the epochs trained behind a gate (the epochs after one
-    whose 'method' line set a finite threshold)."""
+    """The mean kept share of a round's epochs after the first (the first trains on every
+    utterance: its losses set the first gate); 1 where the gate stayed open."""
     if not train_log.is_file():
         return None
-    shares, gated = [], False
+    shares = []
     for line in train_log.read_text().splitlines():
         fields = line.split()
-        if len(fields) > 2 and fields[0] == "method" and fields[1] == "epoch":
+        if len(fields) > 3 and fields[:2] == ["method", "epoch"] and fields[2] != "1":
             values = dict(zip(fields[3::2], fields[4::2]))
-            if gated and "kept" in values:
+            if "kept" in values:
                 shares.append(float(values["kept"]))
-            gated = values.get("next_threshold", "inf") != "inf"
     return statistics.mean(shares) if shares else None
 
 

@@ -22,7 +22,9 @@
 # their scores and calibration on the dev set, 5 RESULTS (rows init, stats, ssl; a line per
 # trial list), THRESHOLDS and packaged models (model.pt): the paper's pipeline; 6 second
 # stage (--rounds rounds of embed -> cluster -> AAM-softmax classifier, each seeded by the
-# newest model), 7 the supervised ceiling (the classifier on the true speakers), 8
+# newest model; loss-gated with label correction, conf/classifier_pl_gate_lc_d1.yaml: the
+# variant measured best here, docs/SECOND_STAGE.md; large-margin fine-tuning, which made
+# things worse here, with --lmft-config conf/classifier_lmft.yaml), 7 the supervised ceiling (the classifier on the true speakers), 8
 # embeddings, scores and calibration of those models, 9 RESULTS with every row, THRESHOLDS
 # and every model packaged.
 # Options: those of sv.sh (./sv.sh --help) and of stage 0 (local/data.sh --help).
@@ -31,7 +33,7 @@ cd "$(dirname "$0")"
 
 ./sv.sh --nj 2 --device cpu \
   --config conf/simclr_ntxent_am.yaml --stats-config conf/stats.yaml \
-  --pl-config conf/classifier_pl.yaml --supervised-config conf/classifier_supervised.yaml \
+  --pl-config conf/classifier_pl_gate_lc_d1.yaml --supervised-config conf/classifier_supervised.yaml \
   --rounds 2 --supervised true \
   --train-set data/train --test-set data/test --dev-set data/dev \
   "$@"

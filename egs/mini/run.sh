@@ -12,7 +12,9 @@
 # of the init, stats and SSL models, 4 their scores, calibrated on a development set of other
 # voices, 5 RESULTS (rows init, stats, ssl), THRESHOLDS and packaged models (model.pt:
 # sslsv.load_model, python -m sslsv.bin.verify / embed / export): the paper's pipeline;
-# 6 second stage (--rounds rounds of embed -> cluster -> AAM-softmax classifier), 7 the
+# 6 second stage (--rounds rounds of embed -> cluster -> AAM-softmax classifier, then
+# large-margin fine-tuning: --lmft-config, '' for none; --pl-config
+# conf/classifier_pl_gate_lc.yaml adds the loss gate and label correction), 7 the
 # supervised ceiling (the classifier on the true speakers), 8 embeddings, scores and
 # calibration of those models, 9 RESULTS with every row, THRESHOLDS and every model packaged.
 # Options: those of sv.sh (./sv.sh --help) and of stage 0 (local/data.sh --help).
@@ -21,7 +23,8 @@ cd "$(dirname "$0")"
 
 ./sv.sh --nj 2 --device cpu \
   --config conf/simclr_ntxent_am.yaml --stats-config conf/stats.yaml \
-  --pl-config conf/classifier_pl.yaml --supervised-config conf/classifier_supervised.yaml \
+  --pl-config conf/classifier_pl.yaml --lmft-config conf/classifier_lmft.yaml \
+  --supervised-config conf/classifier_supervised.yaml \
   --rounds 2 --supervised true \
   --train-set data/train --test-set data/test --dev-set data/dev \
   "$@"
