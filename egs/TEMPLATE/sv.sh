@@ -220,21 +220,21 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ] && [ "$supervised" = true ]; th
     "$supervised_config" "$train_set" "$supervised_exp"
 fi
 
+selection=${pl_exp}_SELECTION   # the label-free choice (stage 8), named in RESULTS (stage 9)
+[ -n "$results_dir" ] || results_dir=$exp
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ] && [ -n "$second_models" ]; then
   log "stage 8: embeddings, scores and calibration of the round and ceiling models"
   steps/evaluate_models.sh "${eval_opts[@]}" embed "$second_models" "$exp" "$test_set"
   steps/evaluate_models.sh "${eval_opts[@]}" score "$second_models" "$exp" "$test_set"
-fi
-selection=${pl_exp}_SELECTION
-[ -n "$results_dir" ] || results_dir=$exp
-if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ] && [ "$rounds" -gt 0 ] && [ -n "$dev_set" ]; then
-  log "stage 8: label-free choice of the second stage's model (audio of $dev_set) -> $selection"
-  candidates=("ssl=$exp/final.pt")
-  while read -r label model _; do
-    [ -z "$label" ] || [ "$label" = supervised ] || candidates+=("$label=$model")
-  done <<< "$second_models"
-  "$SSLSV_PYTHON" -m sslsv.bin.select --data "$dev_set" --output "$selection" \
-    --device "$device" "${candidates[@]}"
+  if [ "$rounds" -gt 0 ] && [ -n "$dev_set" ]; then
+    log "stage 8: label-free choice of the second stage's model (audio of $dev_set) -> $selection"
+    candidates=("ssl=$exp/final.pt")
+    while read -r label model _; do
+      [ -z "$label" ] || [ "$label" = supervised ] || candidates+=("$label=$model")
+    done <<< "$second_models"
+    "$SSLSV_PYTHON" -m sslsv.bin.select --data "$dev_set" --output "$selection" \
+      --device "$device" "${candidates[@]}"
+  fi
 fi
 
 second_stage_note() {  # what the rows pl<r> and lmft are, for RESULTS
