@@ -115,6 +115,13 @@ def aam_logits(
     return (cos.scatter(1, labels[:, None], with_margin)) * scale
 
 
+def class_cosines(cos: torch.Tensor, subcenters: int) -> torch.Tensor:
+    """(B, C * subcenters) cosines to the centres -> (B, C) cosines to the classes, each its
+    nearest centre's, in at least float32."""
+    cos = at_least_float32(cos)
+    return cos.unflatten(1, (-1, subcenters)).amax(dim=2) if subcenters > 1 else cos
+
+
 def aam_softmax_with_accuracy(
     cos: torch.Tensor,
     labels: torch.Tensor,
@@ -127,9 +134,7 @@ def aam_softmax_with_accuracy(
     centres of class c in columns ``c * subcenters ... (c + 1) * subcenters - 1``; a class's
     cosine is that of its nearest centre (sub-centre ArcFace, robust to noisy labels)."""
     with full_precision(cos.device.type):
-        cos = at_least_float32(cos)
-        if subcenters > 1:
-            cos = cos.unflatten(1, (-1, subcenters)).amax(dim=2)
+        cos = class_cosines(cos, subcenters)
         accuracy = (cos.argmax(dim=1) == labels).float().mean()
         loss = F.cross_entropy(aam_logits(cos, labels, scale, margin), labels)
     return loss, accuracy.detach()
@@ -146,9 +151,7 @@ def aam_softmax_rows(
     cross-entropy (B,), the predicted class (B,) and its softmax probability without margin
     (B,), the confidence that label correction reads (:mod:`sslsv.methods.gating`)."""
     with full_precision(cos.device.type):
-        cos = at_least_float32(cos)
-        if subcenters > 1:
-            cos = cos.unflatten(1, (-1, subcenters)).amax(dim=2)
+        cos = class_cosines(cos, subcenters)
         losses = F.cross_entropy(aam_logits(cos, labels, scale, margin), labels, reduction="none")
         confidence, prediction = F.softmax(cos.detach() * scale, dim=1).max(dim=1)
     return losses, prediction, confidence

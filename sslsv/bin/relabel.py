@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sslsv import cli
 from sslsv.cluster import quality
+from sslsv.datadir.io import write_spk2utt
 from sslsv.datadir.tools import write_filtered
 from sslsv.errors import DataError
 from sslsv.fileio import atomic_dir, atomic_write, kaldi_sort_key, read_dict, write_table
@@ -63,10 +64,7 @@ def relabel(args: argparse.Namespace) -> None:
     with atomic_dir(output) as tmp:
         write_filtered(data, tmp, set(utts), with_trials=False)
         write_table(tmp / "utt2spk", {u: after[u] for u in utts})
-        by_class: dict[str, list[str]] = {}
-        for u in utts:
-            by_class.setdefault(after[u], []).append(u)
-        write_table(tmp / "spk2utt", {c: " ".join(us) for c, us in by_class.items()})
+        write_spk2utt(tmp)
         with atomic_write(tmp / "relabel.json") as f:
             json.dump(summary, f, indent=1)
     line = f"{output}: {summary['changed']} of {len(utts)} utterances changed class"
